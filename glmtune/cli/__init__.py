@@ -1,0 +1,1 @@
+"""The ``glmtune`` command line."""

@@ -1,0 +1,94 @@
+"""One handler per subcommand; each loads what it needs lazily so ``glmtune --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``glmtune train CONFIG [overrides]``."""
+    from glmtune.config import load_config
+    from glmtune.train.recipe import train
+
+    config = load_config(args.config, args.overrides)
+    train(config)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``glmtune data tokenize ...``."""
+    from rich.console import Console
+
+    from glmtune.data.glm4_jsonl import read_glm4_jsonl
+    from glmtune.layout import get_layout
+    from glmtune.layout.encode import encode_conversations
+    from glmtune.layout.show import highlight
+    from glmtune.models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    layout = get_layout(tokenizer)
+    read = read_glm4_jsonl(args.data)
+    encoded = encode_conversations(read.conversations, layout, args.combine, args.max_length)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for ids, labels in zip(encoded.input_ids, encoded.labels):
+            fh.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+    console = Console(highlight=False)
+    for i in range(min(args.show, len(encoded.input_ids))):
+        console.rule(f"sample {i + 1} ({encoded.sources[i]}) - trained tokens on green")
+        console.print(highlight(tokenizer, encoded.input_ids[i], encoded.labels[i]))
+    for problem in read.problems + encoded.dropped:
+        console.print(f"skipped {problem}", markup=False, soft_wrap=True)
+    console.print(
+        f"wrote {len(encoded.input_ids)} samples to {out}: {encoded.trained_tokens} trained of "
+        f"{encoded.total_tokens} tokens; {encoded.truncated} cut at {args.max_length}; "
+        f"{len(read.problems) + len(encoded.dropped)} skipped", markup=False, soft_wrap=True,
+    )
+    return 1 if read.problems or encoded.dropped else 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    """``glmtune make-tiny --out DIR``."""
+    from glmtune.tiny.model import make_tiny
+
+    out = make_tiny(args.out, seed=args.seed)
+    print(f"wrote a tiny GLM-4 model and tokenizer to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``glmtune predict ...``."""
+    from glmtune.infer.predict import predict_file
+
+    predict_file(args.model, args.data, args.out, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
+                 batch_size=args.batch_size)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """``glmtune chat ...``."""
+    from glmtune.infer.chat import chat_loop
+
+    chat_loop(args.model, adapter=args.adapter, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``glmtune demo``."""
+    from glmtune.demo.run import run_demo
+
+    run_demo(args.out, name=args.name, author=args.author, rebuild=args.rebuild)
+    return 0
+
+
+HANDLERS = {
+    "train": cmd_train,
+    "data": cmd_data,
+    "make-tiny": cmd_make_tiny,
+    "predict": cmd_predict,
+    "chat": cmd_chat,
+    "demo": cmd_demo,
+}

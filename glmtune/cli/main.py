@@ -1,0 +1,86 @@
+"""``glmtune`` entry point: parse arguments, dispatch, and turn user errors into clear messages."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from glmtune import __version__
+from glmtune.errors import UserError
+
+
+
+def str2bool(text: str) -> bool:
+    """Parse true/false style flags."""
+    low = text.lower()
+    if low in ("true", "1", "yes", "y"):
+        return True
+    if low in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands and their flags."""
+    parser = argparse.ArgumentParser(prog="glmtune", description="Fine-tune GLM-4-family chat models.")
+    parser.add_argument("--version", action="version", version=f"glmtune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fine-tune a model from a YAML config")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=3e-4")
+
+    p = sub.add_parser("data", help="data tools")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    t = dsub.add_parser("tokenize", help="apply the training layout and write input_ids/labels JSONL")
+    t.add_argument("--model", required=True, help="model or tokenizer folder")
+    t.add_argument("--data", required=True, help="GLM-4 messages JSONL")
+    t.add_argument("--out", required=True, help="output JSONL")
+    t.add_argument("--combine", type=str2bool, default=True, help="train only the last reply (default true)")
+    t.add_argument("--max-length", type=int, default=1025, help="right-cut length (default 1025)")
+    t.add_argument("--show", type=int, default=0, metavar="N", help="print N samples with trained spans highlighted")
+
+    p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+
+    for name, helptext in (("predict", "generate replies for a data file"), ("chat", "interactive chat")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model", required=True, help="base model folder or hub id")
+        p.add_argument("--adapter", help="adapter folder written by glmtune train")
+        p.add_argument("--max-new-tokens", type=int, default=256)
+        if name == "predict":
+            p.add_argument("--data", required=True, help="GLM-4 messages JSONL")
+            p.add_argument("--out", required=True, help="output predictions JSONL")
+            p.add_argument("--batch-size", type=int, default=16)
+
+    p = sub.add_parser("demo", help="build a tiny base model and fine-tune a new identity into it, offline")
+    p.add_argument("--out", default="glmtune-demo", help="work folder (default ./glmtune-demo)")
+    p.add_argument("--name", default="Nova", help="the new assistant name")
+    p.add_argument("--author", default="Acme Lab", help="the new assistant's author")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the cached base model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user mistakes print ``error: ...`` and exit 2, never a traceback."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    args = build_parser().parse_args(argv)
+    from glmtune.cli import commands
+
+    handler = commands.HANDLERS[args.command]
+    try:
+        return handler(args) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

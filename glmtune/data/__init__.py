@@ -1,0 +1,1 @@
+"""Conversations: the data model, readers, validation and rejects."""

@@ -1,0 +1,1 @@
+"""Inference: batched generation, predict, and the chat REPL."""

@@ -1,0 +1,84 @@
+"""Batched greedy generation with left padding, KV cache and the layout's stop ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from glmtune.layout.base import ChatLayout
+
+
+@dataclass
+class Generation:
+    """One reply: its text, why it ended (``stop`` or ``length``) and how many tokens it took."""
+
+    text: str
+    finish_reason: str
+    num_tokens: int
+    stop_token: str | None = None
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack id lists into a left-padded batch and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def split_reply(new_ids: list[int], stop_ids: list[int], pad_id: int) -> tuple[list[int], int | None]:
+    """Cut generated ids at the first stop id; return the reply ids and the stop id (None if none)."""
+    for i, tid in enumerate(new_ids):
+        if tid in stop_ids:
+            return new_ids[:i], tid
+    while new_ids and new_ids[-1] == pad_id and pad_id not in stop_ids:
+        new_ids = new_ids[:-1]
+    return new_ids, None
+
+
+@torch.inference_mode()
+def generate_replies(
+    model: Any,
+    tokenizer: Any,
+    layout: ChatLayout,
+    prompts: list[list[dict[str, Any]]],
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    repetition_penalty: float | None = None,
+) -> list[Generation]:
+    """Generate one reply per prompt, batched by similar length; results come back in input order."""
+    encoded = [layout.prompt_ids(p) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    stop_ids = layout.stop_ids
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    device = next(model.parameters()).device
+    results: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids, mask = left_pad([encoded[i] for i in idx], pad_id)
+        kwargs: dict[str, Any] = {"do_sample": do_sample}
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        if repetition_penalty:
+            kwargs["repetition_penalty"] = repetition_penalty
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True, **kwargs,
+        )
+        for row, i in enumerate(idx):
+            reply, stop = split_reply(out[row, ids.shape[1]:].tolist(), stop_ids, pad_id)
+            results[i] = Generation(
+                text=tokenizer.decode(reply, skip_special_tokens=True).strip(),
+                finish_reason="stop" if stop is not None else "length",
+                num_tokens=len(reply) + (stop is not None),
+                stop_token=tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
+            )
+    return [r for r in results if r is not None]

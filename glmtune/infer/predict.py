@@ -1,0 +1,53 @@
+"""``glmtune predict``: answer every conversation in a file and write predictions beside references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from glmtune.data.glm4_jsonl import read_glm4_jsonl
+from glmtune.errors import DataError
+from glmtune.infer.generate import generate_replies
+from glmtune.layout import get_layout
+from glmtune.models import load_model, load_tokenizer_for
+
+
+def predict_file(
+    model_path: str,
+    data: str,
+    out: str,
+    adapter: str | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    say: Any = print,
+) -> list[dict[str, Any]]:
+    """Generate a reply for each conversation's last assistant turn (or for its end) and write JSONL."""
+    read = read_glm4_jsonl(data, need_reply=False)
+    for problem in read.problems:
+        say(f"  skipped {problem}")
+    if not read.conversations:
+        raise DataError(f"{data}: no usable conversation")
+    tokenizer = load_tokenizer_for(model_path, adapter)
+    layout = get_layout(tokenizer)
+    model = load_model(model_path, adapter=adapter)
+    prompts, references = [], []
+    for conv in read.conversations:
+        prompt, reference = conv.prompt_and_reference()
+        prompts.append(prompt)
+        references.append(reference)
+    gens = generate_replies(model, tokenizer, layout, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    rows = []
+    for conv, prompt, ref, gen in zip(read.conversations, prompts, references, gens):
+        rows.append({
+            "source": conv.source, "messages": prompt, "prediction": gen.text, "reference": ref,
+            "finish_reason": gen.finish_reason, "stop_token": gen.stop_token, "num_tokens": gen.num_tokens,
+        })
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stopped = sum(r["finish_reason"] == "stop" for r in rows)
+    say(f"wrote {len(rows)} predictions to {out_path} ({stopped} stopped, {len(rows) - stopped} hit max tokens)")
+    return rows

@@ -1,0 +1,79 @@
+"""Load tokenizers, base models and adapters from a local folder or the hub, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glmtune.errors import UserError
+
+
+class ModelLoadError(UserError):
+    """The model or adapter cannot be loaded."""
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def check_model_path(name: str, what: str = "model") -> None:
+    """Fail early when a local-looking model path does not exist or lacks its config."""
+    if _looks_local(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(f"{what} folder not found: {name}")
+        if what == "model" and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{what} folder {name} has no config.json")
+        if what == "adapter" and not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{what} folder {name} has no adapter_config.json")
+        if what == "tokenizer" and not (path / "tokenizer_config.json").is_file():
+            raise ModelLoadError(f"{what} folder {name} has no tokenizer_config.json")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer that carries the chat template."""
+    from transformers import AutoTokenizer
+
+    check_model_path(name, "tokenizer")
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the tokenizer from {name}: {exc}") from None
+
+
+def load_tokenizer_for(model: str, adapter: str | None = None) -> Any:
+    """The adapter's own tokenizer when it saved one (its chat template may differ), else the model's."""
+    if adapter and Path(adapter, "tokenizer_config.json").is_file():
+        return load_tokenizer(adapter)
+    return load_tokenizer(model)
+
+
+def load_model(
+    name: str,
+    adapter: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+) -> Any:
+    """Load a causal LM, optionally with a PEFT adapter on top, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_path(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the model from {name}: {exc}") from None
+    if adapter:
+        from peft import PeftModel
+
+        check_model_path(adapter, "adapter")
+        try:
+            model = PeftModel.from_pretrained(model, adapter)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"cannot load the adapter from {adapter}: {exc}") from None
+    model.eval()
+    return model

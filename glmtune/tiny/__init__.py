@@ -1,0 +1,1 @@
+"""Tiny, offline, randomly initialised chat models with real special tokens and chat templates."""

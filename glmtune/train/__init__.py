@@ -1,0 +1,1 @@
+"""Training: the recipe, its precision policy, data preparation and callbacks."""

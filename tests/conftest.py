@@ -1,0 +1,42 @@
+"""Shared fixtures: one tiny GLM-4 model per test session, and paths to fixtures and shared data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GLM-4 model + tokenizer, built once per session."""
+    from glmtune.tiny.model import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model: Path):
+    """The tiny model's tokenizer, loaded the way users load it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture()
+def varied_conversations() -> list[list[dict]]:
+    """Multi-turn, system, tools, function calls, observations, loss: false, unicode."""
+    lines = (FIXTURES / "varied.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["messages"] for line in lines if line.strip()]
+
+
+def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
+    """Write conversations as GLM-4 messages JSONL."""
+    with path.open("w", encoding="utf-8") as fh:
+        for messages in conversations:
+            fh.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+    return path
