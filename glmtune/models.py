@@ -23,7 +23,7 @@ def check_model_path(name: str, what: str = "model") -> None:
     if _looks_local(name):
         path = Path(name).expanduser()
         if not path.is_dir():
-            raise ModelLoadError(f"{what} folder not found: {name}")
+            raise ModelLoadError(f"{'adapter' if what == 'adapter' else 'model'} folder not found: {name}")
         if what == "model" and not (path / "config.json").is_file():
             raise ModelLoadError(f"{what} folder {name} has no config.json")
         if what == "adapter" and not (path / "adapter_config.json").is_file():

@@ -17,6 +17,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``glmtune plan CONFIG [overrides] [--json]``."""
+    import sys
+    import tempfile
+
+    from glmtune.config import load_config
+    from glmtune.train.plan_view import print_plan
+    from glmtune.train.recipe import prepare_run
+
+    config = load_config(args.config, args.overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        def say(text: str) -> None:
+            print(text, file=sys.stderr if args.json else sys.stdout)
+
+        prepared = prepare_run(config, Path(tmp), say)
+    if args.json:
+        print(json.dumps(prepared.plan.as_dict(), indent=2, default=str))
+    else:
+        print_plan(prepared.plan)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``glmtune serve ...``."""
+    from glmtune.serve.cli import serve_main
+
+    return serve_main(args.model, args.adapter, host=args.host, port=args.port, api_key=args.api_key,
+                      max_new_tokens=args.max_new_tokens, model_name=args.model_name)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     """``glmtune data tokenize ...``."""
     from rich.console import Console
@@ -86,6 +116,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 HANDLERS = {
     "train": cmd_train,
+    "plan": cmd_plan,
+    "serve": cmd_serve,
     "data": cmd_data,
     "make-tiny": cmd_make_tiny,
     "predict": cmd_predict,

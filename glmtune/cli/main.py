@@ -10,7 +10,6 @@ from glmtune import __version__
 from glmtune.errors import UserError
 
 
-
 def str2bool(text: str) -> bool:
     """Parse true/false style flags."""
     low = text.lower()
@@ -30,6 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model from a YAML config")
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=3e-4")
+
+    p = sub.add_parser("plan", help="print the resolved hyperparameters and why, without training")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_file=big.jsonl")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    p = sub.add_parser("serve", help="OpenAI-compatible chat completions server")
+    p.add_argument("--model", required=True, help="base model folder or hub id")
+    p.add_argument("--adapter", help="adapter folder written by glmtune train")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $GLMTUNE_API_KEY)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="default and upper bound for max_tokens")
+    p.add_argument("--model-name", help="model id reported to clients (default: the folder name)")
 
     p = sub.add_parser("data", help="data tools")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -1,14 +1,22 @@
 """Every configuration option, its type and its default, in one place.
 
-Defaults are the official GLM-4 LoRA recipe (zai-org/GLM-4 ``finetune/configs/lora.yaml``) unless a
-comment says otherwise. Each field's ``description`` is what the README's config reference shows.
+A value of ``"auto"`` is resolved by the capacity planner (``glmtune plan``) from the number of samples,
+the number of supervised tokens and the model size; ``configs/lora.yaml`` sets the official GLM-4
+recipe explicitly instead. Each field's ``description`` is what the README's config reference shows.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+Auto = Literal["auto"]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 class _Section(BaseModel):
@@ -29,7 +37,7 @@ class DataConfig(_Section):
     """Training data and how it is laid out as tokens."""
 
     train_file: str = Field(description="GLM-4 messages JSONL to train on.")
-    eval_file: str | None = Field(None, description="Optional JSONL for evaluation loss during training.")
+    eval_file: str | None = Field(None, description="JSONL for evaluation; without it a validation split is carved.")
     combine: bool = Field(
         True,
         description="true: train only the last assistant turn (official default); false: every assistant turn.",
@@ -37,17 +45,27 @@ class DataConfig(_Section):
     max_length: int = Field(
         1025, ge=8, description="Cut samples to this many tokens (official: 512 + 512 + 1), plain right cut."
     )
+    val_size: NonNegativeInt | Auto = Field(
+        "auto",
+        description="Samples held out for validation when eval_file is absent. auto: 10% (at least 4, at most 200) "
+        "when there are at least 12 samples, else none; 0 disables. The split is deterministic (seeded).",
+    )
+    replay_file: str | None = Field(
+        None, description="General-purpose JSONL mixed into training to limit forgetting."
+    )
+    replay_ratio: NonNegativeFloat | Auto = Field(
+        "auto", description="Replay samples per training sample (0.2 = one replay sample for five). auto: planner."
+    )
 
 
 class LoraConfig(_Section):
     """LoRA adapter shape (PEFT)."""
 
-    r: int = Field(8, ge=1, description="LoRA rank.")
-    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    r: PositiveInt | Auto = Field("auto", description="LoRA rank. Official: 8.")
+    alpha: PositiveInt | Auto = Field("auto", description="LoRA alpha (scaling = alpha / r). Official: 32.")
+    dropout: Fraction | Auto = Field("auto", description="Dropout on the LoRA input. Official: 0.1.")
     target_modules: list[str] | str = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj"],
-        description="Module names to adapt; 'all-linear' adapts every linear layer.",
+        "auto", description="Modules to adapt: a list, 'all-linear', or auto. Official: [q_proj, k_proj, v_proj]."
     )
 
 
@@ -60,30 +78,47 @@ class PeftConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
+class StabilityConfig(_Section):
+    """The loss-spike / NaN guard."""
+
+    enabled: bool = Field(True, description="Watch every optimiser step; skip bad updates, roll back on repeats.")
+    loss_spike_factor: float = Field(3.0, gt=1.0, description="A step loss above this × its running average is a spike.")
+    grad_spike_factor: float = Field(
+        10.0, gt=1.0, description="A gradient norm above this × its running average is a spike."
+    )
+    warmup_steps: int = Field(1, ge=0, description="Good steps that only feed the running averages before judging.")
+    ema_beta: float = Field(0.9, gt=0.0, lt=1.0, description="Smoothing of the running averages.")
+    max_spikes: int = Field(3, ge=1, description="Spikes within `window` steps that trigger a rollback.")
+    window: int = Field(20, ge=1, description="Steps over which spikes are counted.")
+    lr_backoff: float = Field(0.5, gt=0.0, lt=1.0, description="Learning-rate multiplier applied at each rollback.")
+    snapshot_every: int = Field(10, ge=1, description="Good steps between snapshots of trainable weights + optimizer.")
+
+
 class TrainingConfig(_Section):
     """Optimisation; handed to transformers' ``TrainingArguments``."""
 
     output_dir: str = Field("runs/glmtune", description="Where the adapter, tokenizer, config and logs go.")
-    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate.")
-    num_train_epochs: float = Field(3.0, gt=0, description="Epochs; ignored when max_steps > 0.")
+    learning_rate: PositiveFloat | Auto = Field("auto", description="Peak learning rate. Official LoRA: 5e-4.")
+    num_train_epochs: PositiveFloat | Auto = Field("auto", description="Epochs; ignored when max_steps > 0.")
     max_steps: int = Field(-1, description="Optimiser steps; -1 means use num_train_epochs.")
-    per_device_train_batch_size: int = Field(1, ge=1, description="Micro-batch size per device.")
-    per_device_eval_batch_size: int = Field(4, ge=1, description="Eval batch size per device.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimiser step.")
-    lr_scheduler_type: str = Field("linear", description="transformers scheduler name (linear, cosine, ...).")
-    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Share of steps spent warming up.")
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 disables).")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    seed: int = Field(42, description="Seed for weights init, data order and dropout.")
-    bf16: bool | Literal["auto"] = Field(
-        "auto", description="'auto': bf16 on a GPU that supports it, else fp32. true forces bf16."
-    )
+    per_device_train_batch_size: PositiveInt | Auto = Field("auto", description="Micro-batch size per device. Official: 1.")
+    per_device_eval_batch_size: int = Field(8, ge=1, description="Eval batch size per device.")
+    gradient_accumulation_steps: PositiveInt | Auto = Field("auto", description="Micro-batches per optimiser step.")
+    lr_scheduler_type: str = Field("auto", description="transformers scheduler name (linear, cosine, ...) or auto.")
+    warmup_ratio: Fraction | Auto = Field("auto", description="Share of steps spent warming up. Official: 0.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 disables). Official: 1.0.")
+    weight_decay: NonNegativeFloat | Auto = Field("auto", description="AdamW weight decay. Official: 0.")
+    neftune_noise_alpha: NonNegativeFloat | Auto = Field("auto", description="NEFTune embedding noise (0 = off).")
+    early_stopping: bool = Field(True, description="Stop when validation loss stops improving; keep the best step.")
+    patience: PositiveInt | Auto = Field("auto", description="Evaluations without improvement before stopping.")
+    eval_steps: PositiveInt | Auto = Field("auto", description="Evaluate every N optimiser steps.")
+    seed: int = Field(42, description="Seed for weights init, data order, split and dropout.")
+    bf16: bool | Auto = Field("auto", description="auto: bf16 on a GPU that supports it, else fp32.")
     fp16: bool = Field(False, description="fp16 is refused for GLM models (it overflows); see allow_fp16.")
     allow_fp16: bool = Field(False, description="Expert override: train in fp16 anyway.")
     logging_steps: int = Field(10, ge=1, description="Log loss, lr and grad norm every N optimiser steps.")
-    save_steps: int = Field(500, ge=1, description="Checkpoint every N optimiser steps.")
-    save_total_limit: int | None = Field(2, description="Keep at most this many checkpoints.")
-    eval_steps: int = Field(500, ge=1, description="Evaluate every N steps when data.eval_file is set.")
+    save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (every eval when early stopping).")
+    save_total_limit: int | None = Field(2, description="Keep at most this many checkpoints (plus the best).")
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing factor.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
@@ -97,3 +132,4 @@ class GlmtuneConfig(_Section):
     data: DataConfig
     peft: PeftConfig = Field(default_factory=PeftConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    stability: StabilityConfig = Field(default_factory=StabilityConfig)

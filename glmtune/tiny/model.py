@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import Glm4Config, Glm4ForCausalLM, GenerationConfig
+from transformers import GenerationConfig, Glm4Config, Glm4ForCausalLM
 
 from glmtune.tiny.templates import glm4_chat_template
 from glmtune.tiny.tokenizer import glm4_tokenizer

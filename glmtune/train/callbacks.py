@@ -22,9 +22,11 @@ class JsonlLogCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         """Write one JSON object per log event (main process only)."""
-        if not state.is_world_process_zero or not logs:
-            return
-        row = {"step": state.global_step, "epoch": state.epoch, **logs}
+        if state.is_world_process_zero and logs:
+            self.write({"step": state.global_step, "epoch": state.epoch, **logs})
+
+    def write(self, row: dict) -> None:
+        """Append one row (also used for stability-guard events)."""
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 

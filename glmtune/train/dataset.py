@@ -1,7 +1,8 @@
-"""Read, check and encode the training data, reporting and saving everything that is left out."""
+"""Read, check and encode training data; carve the validation split; mix in replay data."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,19 @@ from glmtune.layout.encode import EncodeResult, encode_conversations
 
 
 @dataclass
-class PreparedData:
-    """A tokenised split plus what happened on the way."""
+class Encoded:
+    """Samples of one file plus what happened on the way."""
 
-    dataset: Dataset
-    encoded: EncodeResult
+    rows: list[dict[str, Any]]
+    result: EncodeResult
     records: int
     rejected: int
 
 
-def prepare_split(
+def encode_file(
     path: str, layout: ChatLayout, combine: bool, max_length: int, rejects_path: Path, say: Any = print
-) -> PreparedData:
-    """Read ``path``, encode it, write rejected/dropped records to ``rejects_path``, and summarise."""
+) -> Encoded:
+    """Read ``path`` and encode it; write every rejected or dropped record to ``rejects_path`` with a reason."""
     read = read_glm4_jsonl(path)
     encoded = encode_conversations(read.conversations, layout, combine=combine, max_length=max_length)
     rejects = list(read.rejected_records) + [
@@ -45,5 +46,32 @@ def prepare_split(
         f"{encoded.trained_tokens} trained / {encoded.total_tokens} tokens, {encoded.truncated} cut at "
         f"max_length={max_length}"
     )
-    dataset = Dataset.from_dict({"input_ids": encoded.input_ids, "labels": encoded.labels})
-    return PreparedData(dataset, encoded, read.total, len(rejects))
+    rows = [{"input_ids": i, "labels": lab, "source": s}
+            for i, lab, s in zip(encoded.input_ids, encoded.labels, encoded.sources)]
+    return Encoded(rows, encoded, read.total, len(rejects))
+
+
+def split_validation(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Deterministically hold ``size`` samples out (seeded shuffle); return (train, validation)."""
+    if size <= 0:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:size])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def replay_sample(rows: list[dict], count: int, seed: int) -> list[dict]:
+    """``count`` replay samples, drawn without replacement while possible, deterministic for ``seed``."""
+    rng = random.Random(seed + 1)
+    picked: list[dict] = []
+    while len(picked) < count and rows:
+        batch = rows[:]
+        rng.shuffle(batch)
+        picked.extend(batch[: count - len(picked)])
+    return picked
+
+
+def to_dataset(rows: list[dict]) -> Dataset:
+    """An Arrow dataset with just the model inputs."""
+    return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]})

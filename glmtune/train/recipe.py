@@ -1,4 +1,4 @@
-"""The LoRA fine-tuning recipe, top to bottom: config -> data -> model -> Trainer -> saved adapter."""
+"""The fine-tuning recipe, top to bottom: config -> data -> plan -> model -> guarded Trainer -> best adapter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from glmtune.config.schema import GlmtuneConfig
 from glmtune.layout import get_layout
 from glmtune.models import load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
-from glmtune.train.dataset import prepare_split
+from glmtune.train.dataset import Encoded, encode_file, replay_sample, split_validation, to_dataset
+from glmtune.train.guard import SpikeGuard
+from glmtune.train.plan import DataStats, Plan, make_plan, model_param_count
+from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
 
 
@@ -26,49 +29,59 @@ class TrainResult:
     steps: int
     first_loss: float | None
     final_loss: float | None
-    trained_tokens: int
+    best_step: int | None
+    best_eval_loss: float | None
+    guard_events: int
     seconds: float
+    plan: Plan
 
 
 def build_peft_model(model: Any, config: GlmtuneConfig) -> Any:
-    """Wrap ``model`` with the configured PEFT adapter."""
+    """Wrap ``model`` with the configured (already planned) PEFT adapter."""
     from peft import LoraConfig, get_peft_model
 
     lora = config.peft.lora
     peft_config = LoraConfig(
-        task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        task_type="CAUSAL_LM", r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
         target_modules=lora.target_modules,
     )
     return get_peft_model(model, peft_config)
 
 
 def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: bool) -> Any:
-    """Map glmtune's training section onto transformers' ``TrainingArguments``."""
+    """Map the planned training section onto transformers' ``TrainingArguments``."""
     import torch
     from transformers import TrainingArguments
 
     t = config.training
+    stop_early = has_eval and t.early_stopping
     return TrainingArguments(
         output_dir=t.output_dir,
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.num_train_epochs,
+        learning_rate=float(t.learning_rate),
+        num_train_epochs=float(t.num_train_epochs) if t.num_train_epochs != "auto" else 3.0,
         max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_train_batch_size=int(t.per_device_train_batch_size),
         per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_accumulation_steps=int(t.gradient_accumulation_steps),
         lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        warmup_steps=float(t.warmup_ratio),  # a float in [0, 1) is a ratio of total steps
         max_grad_norm=t.max_grad_norm,
-        weight_decay=t.weight_decay,
+        weight_decay=float(t.weight_decay),
+        neftune_noise_alpha=float(t.neftune_noise_alpha) or None,
         seed=t.seed,
+        data_seed=t.seed,
         bf16=bf16,
         fp16=fp16,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        save_steps=t.save_steps,
+        save_strategy="steps",
+        save_steps=int(t.eval_steps) if stop_early else t.save_steps,
         save_total_limit=t.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.eval_steps if has_eval else None,
+        eval_steps=int(t.eval_steps) if has_eval else None,
+        load_best_model_at_end=stop_early,
+        metric_for_best_model="eval_loss" if stop_early else None,
+        greater_is_better=False if stop_early else None,
         label_smoothing_factor=t.label_smoothing,
         gradient_checkpointing=t.gradient_checkpointing,
         dataloader_num_workers=t.dataloader_num_workers,
@@ -80,61 +93,102 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
     )
 
 
+@dataclass
+class PreparedRun:
+    """Everything known before the model loads: tokenizer, layout, encoded data and the plan."""
+
+    tokenizer: Any
+    layout: Any
+    train: Encoded
+    eval: Encoded | None
+    plan: Plan
+
+
+def prepare_run(config: GlmtuneConfig, out: Path, say: Any = print) -> PreparedRun:
+    """Load the tokenizer, encode the data (reporting rejects into ``out``) and make the capacity plan."""
+    tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
+    layout = get_layout(tokenizer)
+    data = config.data
+    say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
+    train_enc = encode_file(data.train_file, layout, data.combine, data.max_length, out / "rejected.jsonl", say)
+    eval_enc = None
+    if data.eval_file:
+        eval_enc = encode_file(data.eval_file, layout, data.combine, data.max_length, out / "rejected_eval.jsonl", say)
+    stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, train_enc.result.total_tokens,
+                      max(len(r["input_ids"]) for r in train_enc.rows))
+    params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
+    plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None)
+    return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan)
+
+
 def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dict] | None = None) -> TrainResult:
-    """Fine-tune ``config.model`` on ``config.data`` and save adapter, tokenizer, config and logs.
+    """Plan, then fine-tune ``config.model`` on ``config.data``; save the best adapter, tokenizer, plan and logs.
 
     ``extra_train_samples`` (``{"input_ids", "labels"}`` rows) are appended to the training split, for
     callers that mix in samples that are not chat conversations, such as plain documents.
     """
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
+    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback
 
     started = time.perf_counter()
     precision = resolve_precision(config.training)
     out = Path(config.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+
+    prepared = prepare_run(config, out, say)
+    tokenizer, layout, train_enc, eval_enc, plan = (prepared.tokenizer, prepared.layout, prepared.train,
+                                                    prepared.eval, prepared.plan)
+    config, data, params = plan.config, plan.config.data, plan.params
+    print_plan(plan, say)
+    (out / "plan.json").write_text(json.dumps(plan.as_dict(), indent=2, default=str))
     say(f"precision: {precision.reason}")
 
-    tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
-    layout = get_layout(tokenizer)
-    say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
-    data = config.data
-    train_data = prepare_split(data.train_file, layout, data.combine, data.max_length, out / "rejected.jsonl", say)
-    if extra_train_samples:
-        from datasets import Dataset, concatenate_datasets
+    train_rows, val_rows = split_validation(train_enc.rows, 0 if eval_enc else int(data.val_size), config.training.seed)
+    if eval_enc:
+        val_rows = eval_enc.rows
+    if val_rows and not eval_enc:
+        (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
+        say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
+    if data.replay_file and float(data.replay_ratio) > 0:
+        replay = encode_file(data.replay_file, layout, data.combine, data.max_length, out / "rejected_replay.jsonl", say)
+        picked = replay_sample(replay.rows, round(float(data.replay_ratio) * len(train_rows)), config.training.seed)
+        train_rows = train_rows + picked
+        say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
+    train_rows = train_rows + list(extra_train_samples or [])
 
-        extra = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in extra_train_samples])
-        train_data.dataset = concatenate_datasets([train_data.dataset, extra.cast(train_data.dataset.features)])
-        say(f"  + {len(extra)} extra samples")
-    eval_data = None
-    if data.eval_file:
-        eval_data = prepare_split(
-            data.eval_file, layout, data.combine, data.max_length, out / "rejected_eval.jsonl", say
-        )
-
-    model = load_model(
-        config.model.name_or_path, dtype=precision.dtype, trust_remote_code=config.model.trust_remote_code,
-        attn_implementation=config.model.attn_implementation,
-    )
+    model = load_model(config.model.name_or_path, dtype=precision.dtype,
+                       trust_remote_code=config.model.trust_remote_code,
+                       attn_implementation=config.model.attn_implementation)
     model.train()
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
     if config.peft.method == "lora":
         model = build_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    say(f"model: {total:,} parameters, {trainable:,} trainable ({config.peft.method})")
+    say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
-    trainer = Trainer(
+    log = JsonlLogCallback(out / "log.jsonl")
+    guard = SpikeGuard(config.stability) if config.stability.enabled else None
+    has_eval = bool(val_rows)
+    callbacks: list[Any] = [log, ProgressBarCallback()]
+    if has_eval and config.training.early_stopping:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(config.training.patience)))
+    from glmtune.train.trainer import GuardedTrainer
+
+    trainer = GuardedTrainer(
         model=model,
-        args=training_arguments(config, precision.bf16, precision.fp16, eval_data is not None),
-        train_dataset=train_data.dataset,
-        eval_dataset=eval_data.dataset if eval_data else None,
+        args=training_arguments(config, precision.bf16, precision.fp16, has_eval),
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(val_rows) if has_eval else None,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        callbacks=[JsonlLogCallback(out / "log.jsonl"), ProgressBarCallback()],
+        callbacks=callbacks,
+        guard=guard,
+        on_event=log.write,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
+    trainer.final_check()
 
+    best_step, best_loss = best_checkpoint(trainer.state)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
@@ -143,12 +197,35 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         "steps": trainer.state.global_step,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
-        "trained_tokens": train_data.encoded.trained_tokens,
+        "best_step": best_step,
+        "best_eval_loss": best_loss,
+        "stopped_early": bool(has_eval and trainer.state.global_step < trainer.state.max_steps),
+        "guard": guard.summary() if guard else "stability guard: off",
+        "guard_events": [vars(e) for e in guard.events] if guard else [],
         "precision": precision.reason,
         "seconds": round(time.perf_counter() - started, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.write({"step": trainer.state.global_step, "event": "end", **{k: summary[k] for k in
+                                                                   ("best_step", "best_eval_loss", "stopped_early")}})
+    say(summary["guard"])
+    if best_step is not None:
+        say(f"best validation loss {best_loss:.4f} at step {best_step}; that adapter is the one saved"
+            + (" (stopped early)" if summary["stopped_early"] else ""))
     what = "adapter" if config.peft.method == "lora" else "model"
-    say(f"saved {what} to {out} after {summary['steps']} steps; loss {summary['first_loss']} -> {summary['final_loss']}")
-    return TrainResult(out, summary["steps"], summary["first_loss"], summary["final_loss"],
-                       summary["trained_tokens"], summary["seconds"])
+    say(f"saved {what} to {out} after {summary['steps']} steps; loss {_fmt(summary['first_loss'])} -> "
+        f"{_fmt(summary['final_loss'])} in {summary['seconds']:.0f}s")
+    return TrainResult(out, summary["steps"], summary["first_loss"], summary["final_loss"], best_step, best_loss,
+                       len(summary["guard_events"]), summary["seconds"], plan)
+
+
+def best_checkpoint(state: Any) -> tuple[int | None, float | None]:
+    """Step and eval loss of the best checkpoint the Trainer kept, if it tracked one."""
+    if not state.best_model_checkpoint:
+        return None, None
+    step = int(str(state.best_model_checkpoint).rstrip("/").rsplit("-", 1)[-1])
+    return step, state.best_metric
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

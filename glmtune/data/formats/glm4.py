@@ -1,0 +1,17 @@
+"""GLM-4 records (``{"messages": [...]}``, already in the target form) for any container, not only JSONL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glmtune.data.formats.common import Converted, RecordError
+
+NAME = "glm4"
+
+
+def convert(record: Any) -> Converted:
+    """Pass a GLM-4 record through; ``check_messages`` and ``normalise_message`` do the rest, as in the JSONL reader."""
+    if not isinstance(record, dict) or "messages" not in record:
+        raise RecordError("no_messages", "expected an object with a 'messages' list")
+    extra = {k: v for k, v in record.items() if k != "messages"}
+    return record["messages"], extra

@@ -1,0 +1,124 @@
+"""The loss-spike / NaN guard: skip bad updates, roll back and cool down on repeated spikes.
+
+It judges each optimiser step by its loss and pre-clip gradient norm against running averages of good
+steps. A non-finite or exploding step has its gradients dropped, so the optimizer does not move. When
+``max_spikes`` happen within ``window`` steps, trainable weights and optimizer state return to the last
+good snapshot and the learning rate is multiplied by ``lr_backoff``. Every event is recorded. The check
+costs one host sync per optimiser step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from glmtune.config.schema import StabilityConfig
+
+
+@dataclass
+class GuardEvent:
+    """One thing the guard saw and did."""
+
+    step: int
+    kind: str  # "nan_loss", "nan_grad", "loss_spike", "grad_spike", "rollback", "final_restore"
+    action: str  # "skipped_update", "rolled_back", "restored_snapshot"
+    loss: float | None = None
+    grad_norm: float | None = None
+    ratio: float | None = None
+    lr_scale: float | None = None
+
+
+@dataclass
+class SpikeGuard:
+    """State of the guard: running averages, recent spikes, the last good snapshot, and the event log."""
+
+    cfg: StabilityConfig
+    loss_avg: float | None = None
+    grad_avg: float | None = None
+    good_steps: int = 0
+    recent_spikes: list[int] = field(default_factory=list)
+    events: list[GuardEvent] = field(default_factory=list)
+    lr_scale: float = 1.0
+    max_ratio: float = 0.0
+    _snapshot: dict[str, Any] | None = None
+
+    def judge(self, step: int, loss: float, grad_norm: float) -> str | None:
+        """Return the spike kind for this step, or None when it is fine; update the averages on good steps."""
+        if not math.isfinite(loss):
+            return "nan_loss"
+        if not math.isfinite(grad_norm):
+            return "nan_grad"
+        judged = self.good_steps >= self.cfg.warmup_steps and self.loss_avg is not None
+        if judged and self.loss_avg:
+            ratio = loss / self.loss_avg
+            self.max_ratio = max(self.max_ratio, ratio)
+            if ratio > self.cfg.loss_spike_factor:
+                return "loss_spike"
+        if judged and self.grad_avg and grad_norm > self.cfg.grad_spike_factor * self.grad_avg:
+            return "grad_spike"
+        beta = self.cfg.ema_beta
+        self.loss_avg = loss if self.loss_avg is None else beta * self.loss_avg + (1 - beta) * loss
+        self.grad_avg = grad_norm if self.grad_avg is None else beta * self.grad_avg + (1 - beta) * grad_norm
+        self.good_steps += 1
+        return None
+
+    def record_spike(self, step: int, kind: str, loss: float, grad_norm: float) -> bool:
+        """Log a skipped update; return True when spikes are frequent enough to roll back."""
+        ratio = loss / self.loss_avg if self.loss_avg and math.isfinite(loss) else None
+        self.events.append(GuardEvent(step, kind, "skipped_update", _num(loss), _num(grad_norm), ratio))
+        self.recent_spikes = [s for s in self.recent_spikes if step - s < self.cfg.window] + [step]
+        return len(self.recent_spikes) >= self.cfg.max_spikes
+
+    def snapshot(self, model: torch.nn.Module, optimizer: Any) -> None:
+        """Keep a CPU copy of the trainable weights and the optimizer state."""
+        self._snapshot = {
+            "params": {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": copy.deepcopy(_to_cpu(optimizer.state_dict())),
+        }
+
+    def has_snapshot(self) -> bool:
+        """Whether a good state was captured."""
+        return self._snapshot is not None
+
+    def restore(self, model: torch.nn.Module, optimizer: Any | None) -> None:
+        """Put the snapshot's weights (and optimizer state) back."""
+        assert self._snapshot is not None
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self._snapshot["params"].items():
+                params[name].copy_(value.to(params[name].device))
+        if optimizer is not None:
+            optimizer.load_state_dict(copy.deepcopy(self._snapshot["optimizer"]))
+
+    def summary(self) -> str:
+        """One line: what the guard did over the run."""
+        kinds: dict[str, int] = {}
+        for ev in self.events:
+            kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
+        if not kinds:
+            return f"stability guard: no events; max loss/average ratio {self.max_ratio:.2f}"
+        parts = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
+        return f"stability guard: {parts}; final lr scale {self.lr_scale:g}; max loss/average ratio {self.max_ratio:.2f}"
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """True when every trainable weight is finite."""
+    return all(torch.isfinite(p).all().item() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,234 @@
+"""The capacity planner: every hyperparameter left at ``auto`` is derived from data size and model size.
+
+Each rule returns a value and the reason for it, so ``glmtune plan`` can print why. Explicit config values
+always win. The tiers and numbers are documented in the README's "Capacity planner" table and were
+chosen from the measurements recorded in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from glmtune.config.schema import GlmtuneConfig
+
+TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo models)
+LARGE_PARAMS = 3_000_000_000  # from here on, micro-batches are kept at 1 and accumulation grows
+
+
+@dataclass
+class DataStats:
+    """What the planner needs to know about the training data."""
+
+    samples: int
+    trained_tokens: int
+    total_tokens: int
+    max_tokens: int = 0
+
+
+@dataclass
+class PlanItem:
+    """One resolved hyperparameter."""
+
+    key: str
+    value: Any
+    reason: str
+    source: str  # "config" (user set it) or "auto"
+
+
+@dataclass
+class Plan:
+    """The resolved config plus a reason for every value."""
+
+    config: GlmtuneConfig
+    items: list[PlanItem] = field(default_factory=list)
+    stats: DataStats | None = None
+    params: int = 0
+
+    def value(self, key: str) -> Any:
+        """Resolved value of a dotted key."""
+        for item in self.items:
+            if item.key == key:
+                return item.value
+        raise KeyError(key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form for ``glmtune plan --json`` and the run report."""
+        return {
+            "model_params": self.params,
+            "data": vars(self.stats) if self.stats else None,
+            "plan": [vars(item) for item in self.items],
+        }
+
+
+def tier(params: int) -> str:
+    """tiny / mid / large, by parameter count."""
+    if params < TINY_PARAMS:
+        return "tiny"
+    return "large" if params >= LARGE_PARAMS else "mid"
+
+
+def pow2_clamp(x: float, lo: int, hi: int) -> int:
+    """Nearest power of two to ``x``, clamped to [lo, hi]."""
+    return int(min(hi, max(lo, 2 ** round(math.log2(max(x, 1e-9))))))
+
+
+def rule_val_size(n: int) -> tuple[int, str]:
+    """Validation samples carved from the training file when there is no eval file."""
+    if n < 12:
+        return 0, f"only {n} samples: too few to hold any out, early stopping is off"
+    size = min(200, max(4, round(0.1 * n)))
+    return size, f"10% of {n} samples, at least 4 and at most 200"
+
+
+def rule_global_batch(n: int) -> tuple[int, str]:
+    """Samples per optimiser step: small data gets small batches, so it still gets many updates."""
+    value = pow2_clamp(n / 16, 2, 32)
+    return value, f"about samples/16 ({n}/16) as a power of two, between 2 and 32"
+
+
+def rule_micro_batch(global_batch: int, params: int) -> tuple[int, str]:
+    """Per-device micro-batch; large models accumulate instead."""
+    if params >= LARGE_PARAMS:
+        return 1, "model of 3B+ parameters: micro-batch 1, reach the global batch by accumulation"
+    value = min(global_batch, 8 if tier(params) == "mid" else global_batch)
+    return value, f"fits the global batch of {global_batch} in memory for a {tier(params)} model"
+
+
+def rule_epochs(n: int, params: int) -> tuple[float, str]:
+    """Epochs from a budget of sample visits: tiny models need many more updates per sample."""
+    visits = 3000 if tier(params) == "tiny" else 300
+    value = float(min(100, max(1, math.ceil(visits / max(n, 1)))))
+    return value, f"{visits} sample visits / {n} samples ({tier(params)} model), between 1 and 100; early stopping cuts it short"
+
+
+def rule_targets(n: int, params: int, method: str) -> tuple[Any, str]:
+    """Which modules LoRA adapts."""
+    if tier(params) == "tiny":
+        return "all-linear", "tiny model: q/k/v alone barely moves it; the MLPs carry facts such as names"
+    if n >= 5000:
+        return "all-linear", f"{n} samples: enough data to use the capacity of every linear layer"
+    return ["q_proj", "k_proj", "v_proj"], "official GLM-4 targets (q/k/v) for small and mid-sized data"
+
+
+def rule_rank(trained_tokens: int) -> tuple[int, str]:
+    """LoRA rank grows with the amount of supervised signal."""
+    for limit, r in ((20_000, 8), (200_000, 16), (2_000_000, 32)):
+        if trained_tokens < limit:
+            return r, f"{trained_tokens:,} supervised tokens < {limit:,}"
+    return 64, f"{trained_tokens:,} supervised tokens >= 2,000,000"
+
+
+def rule_lr(method: str, params: int, n: int) -> tuple[float, str]:
+    """Peak learning rate by method and model tier."""
+    if method == "full":
+        value = 1e-3 if tier(params) == "tiny" else 5e-5
+        return value, "full fine-tuning: official sft.yaml uses 5e-5 for 9B; tiny models tolerate 1e-3"
+    if tier(params) == "tiny":
+        return 2e-3, "LoRA on a tiny model: 5e-4 moves it too slowly (measured, bench/RESULTS.md)"
+    if n >= 10_000:
+        return 3e-4, f"{n} samples: many steps, a lower peak than the official 5e-4"
+    return 5e-4, "official GLM-4 LoRA learning rate"
+
+
+def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool) -> Plan:
+    """Resolve every ``auto`` value of ``config``; return the resolved copy and the reasons."""
+    cfg = config.model_copy(deep=True)
+    plan = Plan(config=cfg, stats=stats, params=params)
+    n = stats.samples
+
+    def decide(section: Any, name: str, key: str, auto: tuple[Any, str]) -> Any:
+        current = getattr(section, name)
+        if current == "auto":
+            setattr(section, name, auto[0])
+            plan.items.append(PlanItem(key, auto[0], auto[1], "auto"))
+        else:
+            plan.items.append(PlanItem(key, current, "set in config", "config"))
+        return getattr(section, name)
+
+    d, t, lora = cfg.data, cfg.training, cfg.peft.lora
+    plan.items.append(PlanItem("peft.method", cfg.peft.method, "set in config" if "method" in
+                               cfg.peft.model_fields_set else "default: LoRA adapters", "config"))
+    val = 0
+    if not has_eval_file:
+        val = decide(d, "val_size", "data.val_size", rule_val_size(n))
+    else:
+        plan.items.append(PlanItem("data.val_size", 0, "data.eval_file is set", "config"))
+    n_train = max(1, n - val)
+    if cfg.peft.method == "lora":
+        decide(lora, "target_modules", "peft.lora.target_modules", rule_targets(n_train, params, cfg.peft.method))
+        r = decide(lora, "r", "peft.lora.r", rule_rank(stats.trained_tokens))
+        decide(lora, "alpha", "peft.lora.alpha", (max(32, 2 * r), "max(32, 2r): the official scale of 4 at r=8"))
+        decide(lora, "dropout", "peft.lora.dropout",
+               (0.1 if n_train < 1000 else 0.05, f"{n_train} samples: " +
+                ("official 0.1 against over-fitting" if n_train < 1000 else "more data, less dropout")))
+    decide(t, "learning_rate", "training.learning_rate", rule_lr(cfg.peft.method, params, n_train))
+    decide(t, "lr_scheduler_type", "training.lr_scheduler_type",
+           ("cosine", "smooth decay to zero; pairs with warm-up to keep the first steps small"))
+    decide(t, "warmup_ratio", "training.warmup_ratio", (0.05, "5% warm-up: no full-size step on a cold optimizer"))
+    global_batch = rule_global_batch(n_train)
+    explicit_micro = t.per_device_train_batch_size != "auto"
+    micro = decide(t, "per_device_train_batch_size", "training.per_device_train_batch_size",
+                   rule_micro_batch(global_batch[0], params))
+    accum_reason = f"global batch {global_batch[0]} ({global_batch[1]}) / micro-batch {micro}"
+    if explicit_micro:
+        accum_reason = f"micro-batch {micro} set in config; no accumulation"
+    decide(t, "gradient_accumulation_steps", "training.gradient_accumulation_steps",
+           (1 if explicit_micro else max(1, global_batch[0] // micro), accum_reason))
+    if t.max_steps > 0:
+        plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))
+    else:
+        decide(t, "num_train_epochs", "training.num_train_epochs", rule_epochs(n_train, params))
+    steps = total_steps(cfg, n_train)
+    plan.items.append(PlanItem("training.total_steps", steps, f"{n_train} training samples, "
+                               f"batch {micro}×{t.gradient_accumulation_steps}", "auto"))
+    decide(t, "weight_decay", "training.weight_decay",
+           (0.01, "mild pull towards the base weights: implicit regularisation on small data"))
+    decide(t, "neftune_noise_alpha", "training.neftune_noise_alpha",
+           (0.0, "off: NEFTune's noise did not help identity or skills in the stability benchmark")
+           if tier(params) == "tiny" else
+           ((5.0, "small data on a real model: NEFTune noise (alpha 5) against memorising phrasing")
+            if n_train < 5000 else (0.0, f"{n_train} samples: enough data, no noise needed")))
+    has_val = has_eval_file or val > 0
+    evals = 20
+    decide(t, "eval_steps", "training.eval_steps",
+           (max(1, steps // evals), f"about {evals} evaluations over {steps} steps"))
+    decide(t, "patience", "training.patience",
+           (5, "5 evaluations (a quarter of the run) without a better validation loss"))
+    if t.early_stopping and not has_val:
+        t.early_stopping = False
+        plan.items.append(PlanItem("training.early_stopping", False, "no validation data: cannot stop early", "auto"))
+    else:
+        plan.items.append(PlanItem("training.early_stopping", t.early_stopping,
+                                   "set in config" if "early_stopping" in t.model_fields_set else
+                                   "default: stop when validation loss stops improving, keep the best", "config"))
+    if d.replay_file:
+        decide(d, "replay_ratio", "data.replay_ratio",
+               (0.2 if n_train < 1000 else 0.1, "one general sample per 5 (small data) or 10 task samples"))
+    else:
+        decide(d, "replay_ratio", "data.replay_ratio", (0.0, "no data.replay_file"))
+    return plan
+
+
+def total_steps(cfg: GlmtuneConfig, n_train: int) -> int:
+    """Optimiser steps the run will take (before early stopping)."""
+    t = cfg.training
+    if t.max_steps > 0:
+        return t.max_steps
+    per_step = int(t.per_device_train_batch_size) * int(t.gradient_accumulation_steps)
+    return max(1, math.ceil(n_train / per_step) * math.ceil(float(t.num_train_epochs)))
+
+
+def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:
+    """Parameter count from the model's config alone (weights are not loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from glmtune.models import check_model_path
+
+    check_model_path(name_or_path)
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return sum(p.numel() for p in model.parameters())

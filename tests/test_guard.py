@@ -1,0 +1,54 @@
+"""The stability guard's decisions, on hand-made loss and gradient sequences."""
+
+from __future__ import annotations
+
+import torch
+
+from glmtune.config.schema import StabilityConfig
+from glmtune.train.guard import SpikeGuard
+
+
+def test_nan_and_spikes_are_caught_after_warmup():
+    guard = SpikeGuard(StabilityConfig(warmup_steps=3))
+    for step in range(1, 6):
+        assert guard.judge(step, 2.0, 1.0) is None
+    assert guard.judge(6, float("nan"), 1.0) == "nan_loss"
+    assert guard.judge(7, 2.0, float("inf")) == "nan_grad"
+    assert guard.judge(8, 7.0, 1.0) == "loss_spike"  # 3.5x the running average
+    assert guard.judge(9, 2.0, 50.0) == "grad_spike"
+    assert guard.judge(10, 2.5, 1.5) is None
+
+
+def test_no_judgement_during_warmup():
+    guard = SpikeGuard(StabilityConfig(warmup_steps=5))
+    assert guard.judge(1, 10.0, 1.0) is None
+    assert guard.judge(2, 100.0, 1.0) is None  # still warming up: only non-finite values count
+
+
+def test_repeated_spikes_ask_for_rollback_within_window():
+    guard = SpikeGuard(StabilityConfig(max_spikes=3, window=10))
+    assert not guard.record_spike(10, "loss_spike", 9.0, 1.0)
+    assert not guard.record_spike(25, "loss_spike", 9.0, 1.0)  # first one fell out of the window
+    assert not guard.record_spike(27, "loss_spike", 9.0, 1.0)
+    assert guard.record_spike(30, "grad_spike", 9.0, 1.0)
+    assert [e.action for e in guard.events] == ["skipped_update"] * 4
+
+
+def test_snapshot_restores_weights_and_optimizer():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    guard = SpikeGuard(StabilityConfig())
+    guard.snapshot(model, opt)
+    saved = [p.detach().clone() for p in model.parameters()]
+    saved_step = opt.state_dict()["state"][0]["step"].item()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    guard.restore(model, opt)
+    assert all(torch.equal(a, b) for a, b in zip(saved, model.parameters()))
+    assert opt.state_dict()["state"][0]["step"].item() == saved_step
+    assert "no events" in guard.summary()

@@ -1,0 +1,76 @@
+"""The capacity planner: auto values follow data and model size, explicit values win, reasons exist."""
+
+from __future__ import annotations
+
+from glmtune.config.loader import validate_config
+from glmtune.train.plan import DataStats, make_plan
+
+
+def config(**sections):
+    data = {"model": {"name_or_path": "m"}, "data": {"train_file": "t.jsonl"}}
+    for key, value in sections.items():
+        data[key] = value
+    return validate_config(data)
+
+
+def values(plan) -> dict:
+    return {item.key: item.value for item in plan.items}
+
+
+def test_thirty_and_thirty_thousand_samples_get_different_plans():
+    small = values(make_plan(config(), DataStats(30, 600, 1500), params=9_000_000_000, has_eval_file=False))
+    big = values(make_plan(config(), DataStats(30_000, 6_000_000, 15_000_000), 9_000_000_000, has_eval_file=False))
+    for key in ("data.val_size", "peft.lora.r", "peft.lora.target_modules", "training.num_train_epochs",
+                "training.gradient_accumulation_steps", "training.learning_rate", "peft.lora.dropout"):
+        assert small[key] != big[key], key
+    assert small["training.per_device_train_batch_size"] == 1  # 9B: accumulate instead
+    assert small["data.val_size"] == 4 and big["data.val_size"] == 200
+    assert small["training.num_train_epochs"] > big["training.num_train_epochs"]
+
+
+def test_tiny_model_gets_all_linear_and_more_epochs():
+    tiny = values(make_plan(config(), DataStats(30, 600, 1500), params=1_000_000, has_eval_file=False))
+    large = values(make_plan(config(), DataStats(30, 600, 1500), params=9_000_000_000, has_eval_file=False))
+    assert tiny["peft.lora.target_modules"] == "all-linear"
+    assert large["peft.lora.target_modules"] == ["q_proj", "k_proj", "v_proj"]
+    assert tiny["training.num_train_epochs"] > large["training.num_train_epochs"]
+
+
+def test_explicit_values_win_and_every_item_has_a_reason():
+    cfg = config(training={"learning_rate": 1e-4, "num_train_epochs": 2}, peft={"lora": {"r": 4}})
+    plan = make_plan(cfg, DataStats(30, 600, 1500), params=1_000_000, has_eval_file=False)
+    v = values(plan)
+    assert v["training.learning_rate"] == 1e-4 and v["peft.lora.r"] == 4 and v["training.num_train_epochs"] == 2
+    sources = {item.key: item.source for item in plan.items}
+    assert sources["training.learning_rate"] == "config" and sources["training.weight_decay"] == "auto"
+    assert all(item.reason for item in plan.items)
+    assert plan.config.training.learning_rate == 1e-4
+    assert all(getattr(plan.config.training, k) != "auto" for k in ("warmup_ratio", "eval_steps", "patience"))
+
+
+def test_tiny_data_turns_early_stopping_off_with_a_reason():
+    plan = make_plan(config(), DataStats(8, 100, 300), params=1_000_000, has_eval_file=False)
+    v = values(plan)
+    assert v["data.val_size"] == 0 and v["training.early_stopping"] is False
+
+
+def test_replay_ratio_only_with_a_replay_file():
+    assert values(make_plan(config(), DataStats(30, 600, 1500), 1_000_000, False))["data.replay_ratio"] == 0.0
+    cfg = config(data={"train_file": "t.jsonl", "replay_file": "r.jsonl"})
+    assert values(make_plan(cfg, DataStats(30, 600, 1500), 1_000_000, False))["data.replay_ratio"] == 0.2
+
+
+def test_official_config_is_left_alone(tmp_path):
+    from pathlib import Path
+
+    from glmtune.config.loader import load_config
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "lora.yaml", [f"data.train_file={data}"])
+    plan = make_plan(cfg, DataStats(30, 600, 1500), params=9_000_000_000, has_eval_file=False)
+    auto = [item.key for item in plan.items if item.source == "auto" and item.key != "training.total_steps"]
+    assert auto == ["training.early_stopping"] or auto == []
+    v = values(plan)
+    assert (v["peft.lora.r"], v["peft.lora.alpha"], v["training.learning_rate"]) == (8, 32, 5e-4)
