@@ -15,8 +15,17 @@ def test_nan_and_spikes_are_caught_after_warmup():
     assert guard.judge(6, float("nan"), 1.0) == "nan_loss"
     assert guard.judge(7, 2.0, float("inf")) == "nan_grad"
     assert guard.judge(8, 7.0, 1.0) == "loss_spike"  # 3.5x the running average
+    assert guard.judge(8, 2.5, 1.0) is None  # 1.25x: noise
     assert guard.judge(9, 2.0, 50.0) == "grad_spike"
     assert guard.judge(10, 2.5, 1.5) is None
+
+
+def test_small_absolute_jumps_at_tiny_losses_are_not_spikes():
+    guard = SpikeGuard(StabilityConfig(warmup_steps=1))
+    for step in range(1, 5):
+        assert guard.judge(step, 0.05, 1.0) is None
+    assert guard.judge(5, 0.3, 1.0) is None  # 6x, but only 0.25 nats above the average
+    assert guard.judge(6, 1.5, 1.0) == "loss_spike"
 
 
 def test_no_judgement_during_warmup():

@@ -20,18 +20,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """``glmtune plan CONFIG [overrides] [--json]``."""
     import sys
-    import tempfile
 
     from glmtune.config import load_config
     from glmtune.train.plan_view import print_plan
     from glmtune.train.recipe import prepare_run
 
     config = load_config(args.config, args.overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        def say(text: str) -> None:
-            print(text, file=sys.stderr if args.json else sys.stdout)
 
-        prepared = prepare_run(config, Path(tmp), say)
+    def say(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout)
+
+    prepared = prepare_run(config, Path(config.training.output_dir), say)
     if args.json:
         print(json.dumps(prepared.plan.as_dict(), indent=2, default=str))
     else:
@@ -48,10 +47,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """``glmtune data check|tokenize ...``."""
+    if args.data_command == "check":
+        return cmd_data_check(args)
+    return cmd_data_tokenize(args)
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """``glmtune data check FILE ...``: exit 0 when clean, 1 when problems were found."""
+    from glmtune.data.check import check_file, parse_set_values, print_summary
+
+    result = check_file(args.file, format=args.format, fix=args.fix, quarantine=args.quarantine,
+                        report=args.report, model=args.model, max_length=args.max_length,
+                        values=parse_set_values(args.set))
+    print_summary(result)
+    return result.exit_code
+
+
+def cmd_data_tokenize(args: argparse.Namespace) -> int:
     """``glmtune data tokenize ...``."""
     from rich.console import Console
 
-    from glmtune.data.glm4_jsonl import read_glm4_jsonl
+    from glmtune.data.read import read_any
     from glmtune.layout import get_layout
     from glmtune.layout.encode import encode_conversations
     from glmtune.layout.show import highlight
@@ -59,7 +76,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     tokenizer = load_tokenizer(args.model)
     layout = get_layout(tokenizer)
-    read = read_glm4_jsonl(args.data)
+    read = read_any(args.data)
     encoded = encode_conversations(read.conversations, layout, args.combine, args.max_length)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +123,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``glmtune eval ...``."""
+    from glmtune.eval.run import evaluate
+
+    evaluate(model=args.model, adapter=args.adapter, data=args.data, predictions=args.predictions, out=args.out,
+             identity_name=args.name, identity_author=args.author, probes=args.probes, general=args.general,
+             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``glmtune demo``."""
     from glmtune.demo.run import run_demo
@@ -122,5 +149,6 @@ HANDLERS = {
     "make-tiny": cmd_make_tiny,
     "predict": cmd_predict,
     "chat": cmd_chat,
+    "eval": cmd_eval,
     "demo": cmd_demo,
 }

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from glmtune.config.schema import GlmtuneConfig
+from glmtune.config.schema import DataSource, GlmtuneConfig
 from glmtune.errors import UserError
 
 
@@ -91,15 +91,30 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Glmtune
     data = apply_overrides(read_yaml(path), list(overrides or []))
     config = validate_config(data, source=str(path))
     base = Path(path).parent
-    for key in ("train_file", "eval_file"):
-        value = getattr(config.data, key)
-        if value is None:
-            continue
-        resolved = resolve_path(value, base)
-        if not resolved.is_file():
-            raise ConfigError(f"{path}: data.{key}: file not found: {value}")
-        setattr(config.data, key, str(resolved))
+    data = config.data
+    data.train_file = [_check_source(s, base, f"{path}: data.train_file") for s in data_sources(data.train_file)]
+    for key in ("eval_file", "replay_file"):
+        value = getattr(data, key)
+        if value is not None:
+            setattr(data, key, _check_file(value, base, f"{path}: data.{key}"))
     return config
+
+
+def data_sources(train_file: Any) -> list[DataSource]:
+    """``data.train_file`` as a list of ``DataSource`` entries."""
+    items = train_file if isinstance(train_file, list) else [train_file]
+    return [DataSource(path=item) if isinstance(item, str) else item for item in items]
+
+
+def _check_file(value: str, base: Path, where: str) -> str:
+    resolved = resolve_path(value, base)
+    if not resolved.is_file():
+        raise ConfigError(f"{where}: file not found: {value}")
+    return str(resolved)
+
+
+def _check_source(source: DataSource, base: Path, where: str) -> DataSource:
+    return source.model_copy(update={"path": _check_file(source.path, base, where)})
 
 
 def resolve_path(value: str, base: Path) -> Path:

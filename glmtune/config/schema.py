@@ -33,11 +33,27 @@ class ModelConfig(_Section):
     )
 
 
+class DataSource(_Section):
+    """One training file with its format and sampling weight."""
+
+    path: str = Field(description="A .jsonl/.json/.csv/.parquet file.")
+    format: Literal["auto", "glm4", "openai", "alpaca", "sharegpt"] = Field(
+        "auto", description="Record format; auto-detected by default."
+    )
+    weight: PositiveFloat = Field(1.0, description="Sampling weight: 2.0 uses each sample twice, 0.5 half of them.")
+
+
 class DataConfig(_Section):
     """Training data and how it is laid out as tokens."""
 
-    train_file: str = Field(description="GLM-4 messages JSONL to train on.")
-    eval_file: str | None = Field(None, description="JSONL for evaluation; without it a validation split is carved.")
+    train_file: str | list[str | DataSource] = Field(
+        description="Training data: one file, or a list of files / {path, format, weight} entries. Any supported "
+        "format (GLM-4 messages, OpenAI messages, alpaca, sharegpt) in .jsonl/.json/.csv/.parquet."
+    )
+    eval_file: str | None = Field(None, description="Evaluation data; without it a validation split is carved.")
+    max_reject_ratio: Fraction = Field(
+        0.1, description="Refuse to train when more than this share of the records is rejected."
+    )
     combine: bool = Field(
         True,
         description="true: train only the last assistant turn (official default); false: every assistant turn.",
@@ -69,20 +85,39 @@ class LoraConfig(_Section):
     )
 
 
-class PeftConfig(_Section):
-    """Parameter-efficient method."""
+class PtuningConfig(_Section):
+    """P-tuning v2: PEFT prefix tuning, as in the official configs."""
 
-    method: Literal["lora", "full"] = Field(
-        "lora", description="Tuning method: 'lora' (PEFT LoRA adapter) or 'full' (every weight is trained)."
+    num_virtual_tokens: PositiveInt = Field(128, description="Prefix length (official GLM-4 ptuning_v2: 128–512).")
+
+
+class FreezeConfig(_Section):
+    """Freeze tuning: only the last layers are trained."""
+
+    trainable_layers: PositiveInt = Field(2, description="Number of final decoder layers left trainable.")
+
+
+class PeftConfig(_Section):
+    """Tuning method."""
+
+    method: Literal["lora", "ptuning", "full", "freeze"] = Field(
+        "lora",
+        description="lora (PEFT LoRA adapter), ptuning (P-tuning v2 = PEFT prefix tuning), full (every weight), "
+        "freeze (only the last peft.freeze.trainable_layers layers).",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    ptuning: PtuningConfig = Field(default_factory=PtuningConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
 
 
 class StabilityConfig(_Section):
     """The loss-spike / NaN guard."""
 
     enabled: bool = Field(True, description="Watch every optimiser step; skip bad updates, roll back on repeats.")
-    loss_spike_factor: float = Field(3.0, gt=1.0, description="A step loss above this × its running average is a spike.")
+    loss_spike_factor: float = Field(2.0, gt=1.0, description="A step loss above this × its running average is a spike…")
+    loss_spike_min_delta: float = Field(
+        1.0, ge=0.0, description="…if it is also this many nats above the average (ignores noise at tiny losses)."
+    )
     grad_spike_factor: float = Field(
         10.0, gt=1.0, description="A gradient norm above this × its running average is a spike."
     )
@@ -122,7 +157,19 @@ class TrainingConfig(_Section):
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing factor.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    report_to: list[str] = Field(default_factory=list, description="Trainer integrations, e.g. ['tensorboard'].")
+    report_to: list[str] = Field(
+        default_factory=lambda: ["tensorboard"], description="Trainer integrations; TensorBoard logs go to output_dir."
+    )
+
+
+class IdentityConfig(_Section):
+    """Who the fine-tuned assistant is: fills {{name}}/{{author}} placeholders and guards against the old one."""
+
+    name: str | None = Field(None, description="The assistant's new name; fills {{name}} in the data.")
+    author: str | None = Field(None, description="Who made it; fills {{author}} in the data.")
+    rewrite_tool_prompt: bool = Field(
+        False, description="Render GLM-4's tool system prompt with this identity instead of 'ChatGLM by Zhipu AI'."
+    )
 
 
 class GlmtuneConfig(_Section):
@@ -133,3 +180,4 @@ class GlmtuneConfig(_Section):
     peft: PeftConfig = Field(default_factory=PeftConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     stability: StabilityConfig = Field(default_factory=StabilityConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)

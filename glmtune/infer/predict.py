@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.glm4_jsonl import read_glm4_jsonl
+from glmtune.data.read import read_any
 from glmtune.errors import DataError
 from glmtune.infer.generate import generate_replies
 from glmtune.layout import get_layout
@@ -23,7 +23,7 @@ def predict_file(
     say: Any = print,
 ) -> list[dict[str, Any]]:
     """Generate a reply for each conversation's last assistant turn (or for its end) and write JSONL."""
-    read = read_glm4_jsonl(data, need_reply=False)
+    read = read_any(data, need_reply=False)
     for problem in read.problems:
         say(f"  skipped {problem}")
     if not read.conversations:

@@ -4,11 +4,7 @@ The GLM-4 template renders byte-for-byte like glm-4-9b-chat's own template for t
 glmtune trains on (system/user/assistant/observation, function tools, function calls via ``metadata``).
 """
 
-GLM4_DEFAULT_SYSTEM = (
-    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
-    "你的任务是针对用户的问题和要求提供适当的答复和支持。"
-)
-GLM4_TOOL_SUFFIX = "在调用上述函数时，请使用 Json 格式表示调用的参数。"
+from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, GLM4_TOOL_SUFFIX
 
 
 def glm4_chat_template(default_system: str = GLM4_DEFAULT_SYSTEM) -> str:

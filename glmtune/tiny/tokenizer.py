@@ -46,7 +46,7 @@ def glm4_tokenizer(corpus: Iterable[str], chat_template: str, vocab_size: int = 
         additional_special_tokens=GLM4_SPECIAL_TOKENS[1:],
         padding_side="left",
         clean_up_tokenization_spaces=False,
-        model_max_length=8192,
+        model_max_length=131072,
     )
     tokenizer.chat_template = chat_template
     return tokenizer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,11 @@ from typing import Any
 
 from datasets import Dataset
 
-from glmtune.data.glm4_jsonl import read_glm4_jsonl, write_rejects
+from glmtune.config.schema import DataSource
+from glmtune.data.conversation import Conversation
+from glmtune.data.glm4_jsonl import write_rejects
+from glmtune.data.placeholders import fill_placeholders, find_placeholders
+from glmtune.data.read import read_any
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import EncodeResult, encode_conversations
@@ -17,38 +22,90 @@ from glmtune.layout.encode import EncodeResult, encode_conversations
 
 @dataclass
 class Encoded:
-    """Samples of one file plus what happened on the way."""
+    """Samples of one or more files plus what happened on the way."""
 
     rows: list[dict[str, Any]]
     result: EncodeResult
     records: int
     rejected: int
+    conversations: list[Conversation]
 
 
-def encode_file(
-    path: str, layout: ChatLayout, combine: bool, max_length: int, rejects_path: Path, say: Any = print
+def read_source(source: DataSource, values: dict[str, str]) -> tuple[list[Conversation], list[dict], int]:
+    """Read one file in any supported format and fill identity placeholders; unfilled ones are rejected."""
+    read = read_any(source.path, None if source.format == "auto" else source.format)
+    kept: list[Conversation] = []
+    rejects = list(read.rejected_records)
+    for conv in read.conversations:
+        messages = fill_placeholders(conv.messages, values) if values else conv.messages
+        missing = find_placeholders(messages)
+        if missing:
+            names = ", ".join("{{" + m + "}}" for m in sorted(missing))
+            rejects.append({"source": conv.source, "code": "unfilled_placeholder",
+                            "reason": f"{names} left in the data; set identity.name / identity.author",
+                            "raw": json.dumps({"messages": conv.messages}, ensure_ascii=False)})
+            continue
+        kept.append(Conversation(messages, conv.source, conv.extra))
+    return kept, rejects, read.total
+
+
+def encode_sources(
+    sources: list[DataSource],
+    layout: ChatLayout,
+    combine: bool,
+    max_length: int,
+    rejects_path: Path,
+    values: dict[str, str] | None = None,
+    max_reject_ratio: float = 1.0,
+    seed: int = 0,
+    say: Any = print,
 ) -> Encoded:
-    """Read ``path`` and encode it; write every rejected or dropped record to ``rejects_path`` with a reason."""
-    read = read_glm4_jsonl(path)
-    encoded = encode_conversations(read.conversations, layout, combine=combine, max_length=max_length)
-    rejects = list(read.rejected_records) + [
-        {"source": p.source, "code": p.code, "reason": p.reason} for p in encoded.dropped
-    ]
-    for problem in (read.problems + encoded.dropped)[:5]:
-        say(f"  skipped {problem}")
+    """Read and encode every source; write rejects with reasons; refuse when too much was rejected."""
+    rows: list[dict[str, Any]] = []
+    rejects: list[dict] = []
+    total = 0
+    merged = EncodeResult()
+    conversations: list[Conversation] = []
+    for source in sources:
+        convs, bad, records = read_source(source, values or {})
+        conversations += convs
+        total += records
+        encoded = encode_conversations(convs, layout, combine=combine, max_length=max_length)
+        bad += [{"source": p.source, "code": p.code, "reason": p.reason} for p in encoded.dropped]
+        rejects += bad
+        file_rows = [{"input_ids": i, "labels": lab, "source": src}
+                     for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
+        rows += weighted(file_rows, source.weight, seed)
+        merged.truncated += encoded.truncated
+        merged.trained_tokens += encoded.trained_tokens
+        weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
+        say(f"  {source.path}: {records} records -> {len(file_rows)} samples{weight}, {len(bad)} left out, "
+            f"{encoded.truncated} cut at max_length={max_length}")
+    for row in rejects[:5]:
+        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
     if rejects:
         write_rejects(rejects, rejects_path)
         say(f"  {len(rejects)} record(s) left out; every one is listed with its reason in {rejects_path}")
-    if not encoded.input_ids:
-        raise DataError(f"{path}: no usable training sample ({len(rejects)} left out, see {rejects_path})")
-    say(
-        f"  {path}: {read.total} records -> {len(encoded.input_ids)} samples, "
-        f"{encoded.trained_tokens} trained / {encoded.total_tokens} tokens, {encoded.truncated} cut at "
-        f"max_length={max_length}"
-    )
-    rows = [{"input_ids": i, "labels": lab, "source": s}
-            for i, lab, s in zip(encoded.input_ids, encoded.labels, encoded.sources)]
-    return Encoded(rows, encoded, read.total, len(rejects))
+    if not rows:
+        raise DataError(f"no usable training sample ({len(rejects)} left out, see {rejects_path})")
+    if total and len(rejects) / total > max_reject_ratio:
+        raise DataError(
+            f"{len(rejects)} of {total} records ({len(rejects) / total:.0%}) were rejected, more than "
+            f"data.max_reject_ratio={max_reject_ratio:g}; see {rejects_path} for each record and its reason"
+        )
+    merged.input_ids = [r["input_ids"] for r in rows]
+    merged.labels = [r["labels"] for r in rows]
+    return Encoded(rows, merged, total, len(rejects), conversations)
+
+
+def weighted(rows: list[dict], weight: float, seed: int) -> list[dict]:
+    """Repeat whole copies for the integer part of ``weight``, then a seeded sample for the fraction."""
+    if weight == 1.0:
+        return rows
+    whole, frac = int(weight), weight - int(weight)
+    extra = rows[:]
+    random.Random(seed + 7).shuffle(extra)
+    return rows * whole + extra[: round(frac * len(rows))]
 
 
 def split_validation(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:

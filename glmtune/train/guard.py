@@ -56,7 +56,7 @@ class SpikeGuard:
         if judged and self.loss_avg:
             ratio = loss / self.loss_avg
             self.max_ratio = max(self.max_ratio, ratio)
-            if ratio > self.cfg.loss_spike_factor:
+            if ratio > self.cfg.loss_spike_factor and loss - self.loss_avg > self.cfg.loss_spike_min_delta:
                 return "loss_spike"
         if judged and self.grad_avg and grad_norm > self.cfg.grad_spike_factor * self.grad_avg:
             return "grad_spike"

@@ -122,9 +122,11 @@ def rule_rank(trained_tokens: int) -> tuple[int, str]:
 
 def rule_lr(method: str, params: int, n: int) -> tuple[float, str]:
     """Peak learning rate by method and model tier."""
-    if method == "full":
+    if method in ("full", "freeze"):
         value = 1e-3 if tier(params) == "tiny" else 5e-5
-        return value, "full fine-tuning: official sft.yaml uses 5e-5 for 9B; tiny models tolerate 1e-3"
+        return value, f"{method} fine-tuning: official sft.yaml uses 5e-5 for 9B; tiny models tolerate 1e-3"
+    if method == "ptuning":
+        return 1e-2, "prefix tuning trains few parameters from scratch: a high rate (P-tuning v2 practice)"
     if tier(params) == "tiny":
         return 2e-3, "LoRA on a tiny model: 5e-4 moves it too slowly (measured, bench/RESULTS.md)"
     if n >= 10_000:

@@ -10,11 +10,13 @@ from typing import Any
 
 import yaml
 
+from glmtune.config.loader import ConfigError, data_sources
 from glmtune.config.schema import GlmtuneConfig
 from glmtune.layout import get_layout
+from glmtune.layout.glm4 import rewrite_tool_prompt
 from glmtune.models import load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
-from glmtune.train.dataset import Encoded, encode_file, replay_sample, split_validation, to_dataset
+from glmtune.train.dataset import Encoded, encode_sources, replay_sample, split_validation, to_dataset
 from glmtune.train.guard import SpikeGuard
 from glmtune.train.plan import DataStats, Plan, make_plan, model_param_count
 from glmtune.train.plan_view import print_plan
@@ -36,16 +38,32 @@ class TrainResult:
     plan: Plan
 
 
-def build_peft_model(model: Any, config: GlmtuneConfig) -> Any:
-    """Wrap ``model`` with the configured (already planned) PEFT adapter."""
-    from peft import LoraConfig, get_peft_model
+def apply_method(model: Any, config: GlmtuneConfig) -> Any:
+    """Make the parameters of the configured tuning method (already planned) trainable."""
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 
-    lora = config.peft.lora
-    peft_config = LoraConfig(
-        task_type="CAUSAL_LM", r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
-        target_modules=lora.target_modules,
-    )
-    return get_peft_model(model, peft_config)
+    method = config.peft.method
+    if method == "lora":
+        lora = config.peft.lora
+        return get_peft_model(model, LoraConfig(
+            task_type="CAUSAL_LM", r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
+            target_modules=lora.target_modules,
+        ))
+    if method == "ptuning":
+        return get_peft_model(model, PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=config.peft.ptuning.num_virtual_tokens,
+        ))
+    if method == "freeze":
+        layers = model.model.layers
+        keep = min(config.peft.freeze.trainable_layers, len(layers))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for layer in layers[len(layers) - keep:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        for p in model.model.norm.parameters():
+            p.requires_grad_(True)
+    return model
 
 
 def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: bool) -> Any:
@@ -107,18 +125,44 @@ class PreparedRun:
 def prepare_run(config: GlmtuneConfig, out: Path, say: Any = print) -> PreparedRun:
     """Load the tokenizer, encode the data (reporting rejects into ``out``) and make the capacity plan."""
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
+    identity = config.identity
+    if identity.rewrite_tool_prompt:
+        if not identity.name:
+            raise ConfigError("identity.rewrite_tool_prompt needs identity.name")
+        rewrite_tool_prompt(tokenizer, identity.name, identity.author)
+        say(f"identity: the tool system prompt now introduces {identity.name} (saved with the adapter's tokenizer)")
     layout = get_layout(tokenizer)
     data = config.data
     say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
-    train_enc = encode_file(data.train_file, layout, data.combine, data.max_length, out / "rejected.jsonl", say)
+    values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
+    common = {"layout": layout, "combine": data.combine, "max_length": data.max_length, "values": values,
+              "seed": config.training.seed, "say": say}
+    train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl",
+                               max_reject_ratio=data.max_reject_ratio, **common)
     eval_enc = None
     if data.eval_file:
-        eval_enc = encode_file(data.eval_file, layout, data.combine, data.max_length, out / "rejected_eval.jsonl", say)
+        eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl", **common)
+    if identity.name:
+        warn_identity(train_enc.conversations, identity.name, identity.author, identity.rewrite_tool_prompt, say)
     stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, train_enc.result.total_tokens,
                       max(len(r["input_ids"]) for r in train_enc.rows))
     params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
     plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None)
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan)
+
+
+def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bool, say: Any) -> None:
+    """Warn, with counts and samples, when the data asserts an identity other than the declared one."""
+    from glmtune.data.identity_guard import format_warning, scan_identity
+
+    scan = scan_identity(convs, name, author)
+    if rewritten:
+        scan.tool_prompt, scan.tool_prompt_samples = 0, []
+    warning = format_warning(scan)
+    if warning:
+        say(f"identity warning: {warning}")
+        if scan.tool_prompt and not rewritten:
+            say("  set identity.rewrite_tool_prompt: true to render the tool prompt with your identity")
 
 
 def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dict] | None = None) -> TrainResult:
@@ -149,7 +193,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
         say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
     if data.replay_file and float(data.replay_ratio) > 0:
-        replay = encode_file(data.replay_file, layout, data.combine, data.max_length, out / "rejected_replay.jsonl", say)
+        replay = encode_sources(data_sources(data.replay_file), layout, data.combine, data.max_length,
+                                out / "rejected_replay.jsonl", seed=config.training.seed, say=say)
         picked = replay_sample(replay.rows, round(float(data.replay_ratio) * len(train_rows)), config.training.seed)
         train_rows = train_rows + picked
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
@@ -161,8 +206,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     model.train()
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
-    if config.peft.method == "lora":
-        model = build_peft_model(model, config)
+    model = apply_method(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
@@ -208,11 +252,15 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.write({"step": trainer.state.global_step, "event": "end", **{k: summary[k] for k in
                                                                    ("best_step", "best_eval_loss", "stopped_early")}})
+    from glmtune.report import write_report
+
+    report = write_report(out)
     say(summary["guard"])
+    say(f"report: {report}")
     if best_step is not None:
         say(f"best validation loss {best_loss:.4f} at step {best_step}; that adapter is the one saved"
             + (" (stopped early)" if summary["stopped_early"] else ""))
-    what = "adapter" if config.peft.method == "lora" else "model"
+    what = "adapter" if config.peft.method in ("lora", "ptuning") else "model"
     say(f"saved {what} to {out} after {summary['steps']} steps; loss {_fmt(summary['first_loss'])} -> "
         f"{_fmt(summary['final_loss'])} in {summary['seconds']:.0f}s")
     return TrainResult(out, summary["steps"], summary["first_loss"], summary["final_loss"], best_step, best_loss,
