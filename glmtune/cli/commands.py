@@ -71,7 +71,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
     from glmtune.data.read import read_any
     from glmtune.layout import get_layout
     from glmtune.layout.encode import encode_conversations
-    from glmtune.layout.show import highlight
+    from glmtune.layout.show import highlight, plain_markup
     from glmtune.models import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
@@ -85,8 +85,12 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
             fh.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
     console = Console(highlight=False)
     for i in range(min(args.show, len(encoded.input_ids))):
-        console.rule(f"sample {i + 1} ({encoded.sources[i]}) - trained tokens on green")
-        console.print(highlight(tokenizer, encoded.input_ids[i], encoded.labels[i]))
+        where = "on green" if console.is_terminal else "inside ⟦ ⟧"
+        console.rule(f"sample {i + 1} ({encoded.sources[i]}) - trained tokens {where}")
+        if console.is_terminal:
+            console.print(highlight(tokenizer, encoded.input_ids[i], encoded.labels[i]))
+        else:  # no colours in a pipe or a log: mark trained spans with brackets
+            console.print(plain_markup(tokenizer, encoded.input_ids[i], encoded.labels[i]), markup=False)
     for problem in read.problems + encoded.dropped:
         console.print(f"skipped {problem}", markup=False, soft_wrap=True)
     console.print(

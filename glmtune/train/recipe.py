@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from glmtune.config.loader import ConfigError, data_sources
@@ -200,7 +201,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
     train_rows = train_rows + list(extra_train_samples or [])
 
-    model = load_model(config.model.name_or_path, dtype=precision.dtype,
+    # Frozen base weights of adapter methods can sit in bf16; trained weights keep fp32 masters.
+    load_dtype = torch.bfloat16 if precision.bf16 and config.peft.method in ("lora", "ptuning") else precision.dtype
+    model = load_model(config.model.name_or_path, dtype=load_dtype,
                        trust_remote_code=config.model.trust_remote_code,
                        attn_implementation=config.model.attn_implementation)
     model.train()
