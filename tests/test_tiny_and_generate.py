@@ -106,3 +106,27 @@ def test_batched_equals_one_by_one(tiny_model, tiny_tokenizer):
     batched = generate_replies(model, tiny_tokenizer, layout, prompts, max_new_tokens=6, batch_size=4)
     single = [generate_replies(model, tiny_tokenizer, layout, [p], max_new_tokens=6)[0] for p in prompts]
     assert [g.text for g in batched] == [g.text for g in single]
+
+
+def test_tail_loop_rule():
+    from glmtune.infer.runaway import LoopRule, tail_loops
+
+    rule = LoopRule(min_repeats=4, min_span=8, max_n=4)
+    assert tail_loops([9, 1, 2, 1, 2, 1, 2, 1, 2], rule)
+    assert not tail_loops([9, 1, 2, 1, 2, 1, 2], rule)  # only 3 repeats
+    assert tail_loops([5] * 8, rule)
+    assert not tail_loops([5] * 7, rule)  # span 7 < 8
+    assert not tail_loops(list(range(20)), rule)
+
+
+def test_repetition_guard_cuts_a_looping_reply(tiny_model, tiny_tokenizer):
+    from glmtune.infer.runaway import LoopRule
+
+    layout = get_layout(tiny_tokenizer)
+    word = tiny_tokenizer("hello")["input_ids"][0]
+    model = forced_model(tiny_model, word)  # always the same token: a loop of n = 1
+    prompt = [[{"role": "user", "content": "hi"}]]
+    cut = generate_replies(model, tiny_tokenizer, layout, prompt, max_new_tokens=64, loop_rule=LoopRule())[0]
+    assert cut.loop and cut.finish_reason == "length" and cut.num_tokens == 16
+    free = generate_replies(model, tiny_tokenizer, layout, prompt, max_new_tokens=64, loop_rule=None)[0]
+    assert not free.loop and free.num_tokens == 64

@@ -137,6 +137,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``glmtune export ...``."""
+    from glmtune.export.merge import export_model
+
+    export_model(args.model, args.adapter, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``glmtune demo``."""
     from glmtune.demo.run import run_demo
@@ -154,5 +162,6 @@ HANDLERS = {
     "predict": cmd_predict,
     "chat": cmd_chat,
     "eval": cmd_eval,
+    "export": cmd_export,
     "demo": cmd_demo,
 }

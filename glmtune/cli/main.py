@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
 
+    p = sub.add_parser("export", help="merge an adapter into its base and write a Hugging Face model folder")
+    p.add_argument("--model", required=True, help="base model folder or hub id")
+    p.add_argument("--adapter", required=True, help="adapter folder written by glmtune train")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (default 2GB)")
+
     p = sub.add_parser("demo", help="build a tiny base model and fine-tune a new identity into it, offline")
     p.add_argument("--out", default="glmtune-demo", help="work folder (default ./glmtune-demo)")
     p.add_argument("--name", default="Nova", help="the new assistant name")

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from glmtune.infer.runaway import LoopRule, LoopStoppingCriteria, tail_loops
 from glmtune.layout.base import ChatLayout
 
 
@@ -18,6 +19,7 @@ class Generation:
     finish_reason: str
     num_tokens: int
     stop_token: str | None = None
+    loop: bool = False  # cut by the repetition guard
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,8 +55,15 @@ def generate_replies(
     temperature: float = 1.0,
     top_p: float = 1.0,
     repetition_penalty: float | None = None,
+    loop_rule: LoopRule | None = LoopRule(),
 ) -> list[Generation]:
-    """Generate one reply per prompt, batched by similar length; results come back in input order."""
+    """Generate one reply per prompt, batched by similar length; results come back in input order.
+
+    ``repetition_penalty`` defaults to the official 1.2 when sampling; ``loop_rule`` (None disables it)
+    cuts replies that fall into a loop.
+    """
+    from transformers import StoppingCriteriaList
+
     encoded = [layout.prompt_ids(p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     stop_ids = layout.stop_ids
@@ -67,18 +76,23 @@ def generate_replies(
         kwargs: dict[str, Any] = {"do_sample": do_sample}
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
-        if repetition_penalty:
-            kwargs["repetition_penalty"] = repetition_penalty
+        penalty = repetition_penalty if repetition_penalty is not None else (1.2 if do_sample else None)
+        if penalty:
+            kwargs["repetition_penalty"] = penalty
+        if loop_rule is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStoppingCriteria(ids.shape[1], loop_rule)])
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
             eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True, **kwargs,
         )
         for row, i in enumerate(idx):
             reply, stop = split_reply(out[row, ids.shape[1]:].tolist(), stop_ids, pad_id)
+            looped = stop is None and loop_rule is not None and tail_loops(reply, loop_rule)
             results[i] = Generation(
                 text=tokenizer.decode(reply, skip_special_tokens=True).strip(),
                 finish_reason="stop" if stop is not None else "length",
                 num_tokens=len(reply) + (stop is not None),
                 stop_token=tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
+                loop=looped,
             )
     return [r for r in results if r is not None]

@@ -42,6 +42,7 @@ def predict_file(
         rows.append({
             "source": conv.source, "messages": prompt, "prediction": gen.text, "reference": ref,
             "finish_reason": gen.finish_reason, "stop_token": gen.stop_token, "num_tokens": gen.num_tokens,
+            "loop": gen.loop,
         })
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,5 +50,7 @@ def predict_file(
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     stopped = sum(r["finish_reason"] == "stop" for r in rows)
-    say(f"wrote {len(rows)} predictions to {out_path} ({stopped} stopped, {len(rows) - stopped} hit max tokens)")
+    loops = sum(r["loop"] for r in rows)
+    say(f"wrote {len(rows)} predictions to {out_path} ({stopped} stopped, {len(rows) - stopped} hit max tokens"
+        + (f", {loops} cut by the repetition guard" if loops else "") + ")")
     return rows

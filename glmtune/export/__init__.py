@@ -1,0 +1,1 @@
+"""Export: merge an adapter into its base and write a standard Hugging Face model folder."""
