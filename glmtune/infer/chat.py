@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from glmtune.infer.runaway import LoopRule, LoopStoppingCriteria
+from glmtune.infer.runaway import DEFAULT_LOOP_RULE, LoopRule, LoopStoppingCriteria
 from glmtune.layout import get_layout
 from glmtune.models import load_model, load_tokenizer_for
 
@@ -17,7 +17,7 @@ HELP = "commands: /reset (forget the conversation), /system TEXT (set a system p
 
 
 def stream_reply(model: Any, tokenizer: Any, layout: Any, messages: list[dict[str, Any]], max_new_tokens: int,
-                 write: Any, loop_rule: LoopRule | None = LoopRule()) -> tuple[str, str]:
+                 write: Any, loop_rule: LoopRule | None = DEFAULT_LOOP_RULE) -> tuple[str, str]:
     """Generate greedily, writing text pieces as they come; return (reply text, finish reason)."""
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 

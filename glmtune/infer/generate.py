@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from glmtune.infer.runaway import LoopRule, LoopStoppingCriteria, tail_loops
+from glmtune.infer.runaway import DEFAULT_LOOP_RULE, LoopRule, LoopStoppingCriteria, tail_loops
 from glmtune.layout.base import ChatLayout
 
 
@@ -55,7 +55,7 @@ def generate_replies(
     temperature: float = 1.0,
     top_p: float = 1.0,
     repetition_penalty: float | None = None,
-    loop_rule: LoopRule | None = LoopRule(),
+    loop_rule: LoopRule | None = DEFAULT_LOOP_RULE,
 ) -> list[Generation]:
     """Generate one reply per prompt, batched by similar length; results come back in input order.
 

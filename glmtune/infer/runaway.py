@@ -22,6 +22,9 @@ class LoopRule:
     max_n: int = 12
 
 
+DEFAULT_LOOP_RULE = LoopRule()
+
+
 def tail_loops(ids: list[int], rule: LoopRule) -> bool:
     """True when ``ids`` ends with a loop as ``rule`` defines it."""
     for n in range(1, rule.max_n + 1):
