@@ -13,7 +13,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glmtune.train.recipe import train
 
     config = load_config(args.config, args.overrides)
-    train(config)
+    train(config, overwrite=args.overwrite, resume=args.resume, force=args.force)
     return 0
 
 
@@ -30,7 +30,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout)
 
-    prepared = prepare_run(config, Path(config.training.output_dir), say)
+    prepared = prepare_run(config, None, say)
     if args.json:
         print(json.dumps(prepared.plan.as_dict(), indent=2, default=str))
     else:

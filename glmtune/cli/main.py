@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model from a YAML config")
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=3e-4")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output_dir")
+    p.add_argument("--resume", nargs="?", const="auto", metavar="auto|PATH",
+                   help="continue from the latest complete checkpoint (auto) or from PATH")
+    p.add_argument("--force", action="store_true", help="resume even though the config or data changed")
 
     p = sub.add_parser("plan", help="print the resolved hyperparameters and why, without training")
     p.add_argument("config", help="YAML config file")

@@ -15,10 +15,11 @@ from transformers import TrainerCallback
 class JsonlLogCallback(TrainerCallback):
     """Append every Trainer log (loss, learning rate, grad norm, eval loss) to ``log.jsonl``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, append: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        if not append:
+            self.path.write_text("")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         """Write one JSON object per log event (main process only)."""

@@ -54,7 +54,7 @@ def encode_sources(
     layout: ChatLayout,
     combine: bool,
     max_length: int,
-    rejects_path: Path,
+    rejects_path: Path | None,
     values: dict[str, str] | None = None,
     max_reject_ratio: float = 1.0,
     seed: int = 0,
@@ -83,15 +83,18 @@ def encode_sources(
             f"{encoded.truncated} cut at max_length={max_length}")
     for row in rejects[:5]:
         say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
-    if rejects:
+    where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
+    if rejects and rejects_path:
         write_rejects(rejects, rejects_path)
         say(f"  {len(rejects)} record(s) left out; every one is listed with its reason in {rejects_path}")
+    elif rejects:
+        say(f"  {len(rejects)} record(s) would be left out")
     if not rows:
-        raise DataError(f"no usable training sample ({len(rejects)} left out, see {rejects_path})")
+        raise DataError(f"no usable training sample ({len(rejects)} left out, see {where})")
     if total and len(rejects) / total > max_reject_ratio:
         raise DataError(
             f"{len(rejects)} of {total} records ({len(rejects) / total:.0%}) were rejected, more than "
-            f"data.max_reject_ratio={max_reject_ratio:g}; see {rejects_path} for each record and its reason"
+            f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
         )
     merged.input_ids = [r["input_ids"] for r in rows]
     merged.labels = [r["labels"] for r in rows]

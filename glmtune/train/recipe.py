@@ -19,6 +19,13 @@ from glmtune.models import load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.dataset import Encoded, encode_sources, replay_sample, split_validation, to_dataset
 from glmtune.train.guard import SpikeGuard
+from glmtune.train.hygiene import (
+    check_fingerprint,
+    find_checkpoint,
+    fingerprint,
+    prepare_output_dir,
+    write_fingerprint,
+)
 from glmtune.train.plan import DataStats, Plan, make_plan, model_param_count
 from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
@@ -123,8 +130,8 @@ class PreparedRun:
     plan: Plan
 
 
-def prepare_run(config: GlmtuneConfig, out: Path, say: Any = print) -> PreparedRun:
-    """Load the tokenizer, encode the data (reporting rejects into ``out``) and make the capacity plan."""
+def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> PreparedRun:
+    """Load the tokenizer, encode the data (writing rejects into ``out`` when given) and make the plan."""
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     identity = config.identity
     if identity.rewrite_tool_prompt:
@@ -138,11 +145,12 @@ def prepare_run(config: GlmtuneConfig, out: Path, say: Any = print) -> PreparedR
     values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
     common = {"layout": layout, "combine": data.combine, "max_length": data.max_length, "values": values,
               "seed": config.training.seed, "say": say}
-    train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl",
+    train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl" if out else None,
                                max_reject_ratio=data.max_reject_ratio, **common)
     eval_enc = None
     if data.eval_file:
-        eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl", **common)
+        eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl" if out else None,
+                                  **common)
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, identity.rewrite_tool_prompt, say)
     stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, train_enc.result.total_tokens,
@@ -166,7 +174,8 @@ def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bo
             say("  set identity.rewrite_tool_prompt: true to render the tool prompt with your identity")
 
 
-def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dict] | None = None) -> TrainResult:
+def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dict] | None = None,
+          overwrite: bool = False, resume: str | None = None, force: bool = False) -> TrainResult:
     """Plan, then fine-tune ``config.model`` on ``config.data``; save the best adapter, tokenizer, plan and logs.
 
     ``extra_train_samples`` (``{"input_ids", "labels"}`` rows) are appended to the training split, for
@@ -177,7 +186,15 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     started = time.perf_counter()
     precision = resolve_precision(config.training)
     out = Path(config.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, overwrite, resume)
+    sources = [s.path for s in data_sources(config.data.train_file)] + [
+        p for p in (config.data.eval_file, config.data.replay_file) if p]
+    current = fingerprint(config, sources)
+    checkpoint = None
+    if resume:
+        check_fingerprint(out, current, force)
+        checkpoint = find_checkpoint(out, resume, say)
+    write_fingerprint(out, current)
 
     prepared = prepare_run(config, out, say)
     tokenizer, layout, train_enc, eval_enc, plan = (prepared.tokenizer, prepared.layout, prepared.train,
@@ -209,11 +226,14 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     model.train()
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
+    from transformers import set_seed
+
+    set_seed(config.training.seed)  # adapter initialisation (LoRA A, prefixes) must be reproducible
     model = apply_method(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
-    log = JsonlLogCallback(out / "log.jsonl")
+    log = JsonlLogCallback(out / "log.jsonl", append=checkpoint is not None)
     guard = SpikeGuard(config.stability) if config.stability.enabled else None
     has_eval = bool(val_rows)
     callbacks: list[Any] = [log, ProgressBarCallback()]
@@ -232,7 +252,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         on_event=log.write,
     )
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.final_check()
 
     best_step, best_loss = best_checkpoint(trainer.state)

@@ -1,0 +1,86 @@
+"""Run hygiene: never overwrite a previous run by accident, and resume only the same run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from glmtune.config.schema import GlmtuneConfig
+from glmtune.errors import UserError
+
+FINGERPRINT = "run_fingerprint.json"
+
+
+def prepare_output_dir(out: Path, overwrite: bool, resume: str | None) -> None:
+    """Refuse a non-empty ``out`` unless overwriting (which clears it) or resuming."""
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise UserError(
+                f"training.output_dir {out} is not empty; pass --overwrite to replace that run, "
+                "or --resume auto to continue it"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def fingerprint(config: GlmtuneConfig, data_files: list[str]) -> dict[str, Any]:
+    """What must not change between a run and its resumption: the config and the data bytes."""
+    cfg = config.model_dump(mode="json")
+    cfg["training"].pop("output_dir", None)
+    data = {}
+    for path in data_files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        data[path] = digest.hexdigest()
+    return {"config": cfg, "data": data}
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def check_fingerprint(out: Path, current: dict[str, Any], force: bool) -> None:
+    """Fail with the differences when resuming with another config or other data, unless ``force``."""
+    path = out / FINGERPRINT
+    if not path.is_file():
+        return
+    old = _flatten(json.loads(path.read_text()))
+    new = _flatten(current)
+    diff = [f"  {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff and not force:
+        raise UserError("cannot resume: the config or the data changed since the run started (--force to resume "
+                        "anyway):\n" + "\n".join(diff))
+
+
+def write_fingerprint(out: Path, current: dict[str, Any]) -> None:
+    """Record the run's fingerprint."""
+    (out / FINGERPRINT).write_text(json.dumps(current, indent=1))
+
+
+def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
+    """The checkpoint to resume from: ``auto`` takes the latest complete one and warns about torn ones."""
+    if resume != "auto":
+        path = Path(resume)
+        if not (path / "trainer_state.json").is_file():
+            raise UserError(f"--resume {resume}: not a complete checkpoint (no trainer_state.json)")
+        return str(path)
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1])
+                         if p.name.rsplit("-", 1)[-1].isdigit() else -1)
+    for path in reversed(checkpoints):
+        complete = (path / "trainer_state.json").is_file() and any(path.glob("*.safetensors")) and \
+            (path / "optimizer.pt").is_file()
+        if complete:
+            return str(path)
+        say(f"warning: ignoring torn checkpoint {path} (incomplete files)")
+    say(f"no complete checkpoint in {out}; starting from the beginning")
+    return None
