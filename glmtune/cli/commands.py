@@ -77,7 +77,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     layout = get_layout(tokenizer)
     read = read_any(args.data)
-    encoded = encode_conversations(read.conversations, layout, args.combine, args.max_length)
+    encoded = encode_conversations(read.conversations, layout, args.combine, args.max_length, args.truncation)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
@@ -95,7 +95,8 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
         console.print(f"skipped {problem}", markup=False, soft_wrap=True)
     console.print(
         f"wrote {len(encoded.input_ids)} samples to {out}: {encoded.trained_tokens} trained of "
-        f"{encoded.total_tokens} tokens; {encoded.truncated} cut at {args.max_length}; "
+        f"{encoded.total_tokens} tokens; {encoded.truncated} over {args.max_length} fitted by {args.truncation} "
+        f"({encoded.trained_tokens_removed} trained tokens removed); "
         f"{len(read.problems) + len(encoded.dropped)} skipped", markup=False, soft_wrap=True,
     )
     return 1 if read.problems or encoded.dropped else 0

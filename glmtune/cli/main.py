@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="GLM-4 messages JSONL")
     t.add_argument("--out", required=True, help="output JSONL")
     t.add_argument("--combine", type=str2bool, default=True, help="train only the last reply (default true)")
-    t.add_argument("--max-length", type=int, default=1025, help="right-cut length (default 1025)")
+    t.add_argument("--max-length", type=int, default=1025, help="longest sample in tokens (default 1025)")
+    t.add_argument("--truncation", choices=["keep_recent", "official"], default="keep_recent",
+                   help="how over-long samples are fitted (default keep_recent)")
     t.add_argument("--show", type=int, default=0, metavar="N", help="print N samples with trained spans highlighted")
 
     p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")

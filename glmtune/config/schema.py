@@ -58,8 +58,12 @@ class DataConfig(_Section):
         True,
         description="true: train only the last assistant turn (official default); false: every assistant turn.",
     )
-    max_length: int = Field(
-        1025, ge=8, description="Cut samples to this many tokens (official: 512 + 512 + 1), plain right cut."
+    max_length: int = Field(1025, ge=8, description="Longest sample in tokens (official: 512 + 512 + 1).")
+    truncation: Literal["keep_recent", "official"] = Field(
+        "keep_recent",
+        description="Over-long samples. keep_recent: keep system prompt and tools, drop the oldest whole turns, "
+        "then cut the last prompt from the left; the reply's end token survives whenever it can. official: a "
+        "plain right cut.",
     )
     val_size: NonNegativeInt | Auto = Field(
         "auto",

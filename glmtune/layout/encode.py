@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from glmtune.data.conversation import Conversation, Problem
 from glmtune.layout.base import IGNORE_INDEX, ChatLayout
+from glmtune.layout.truncate import keep_recent, right_cut
 
 
 @dataclass
@@ -16,8 +17,9 @@ class EncodeResult:
     labels: list[list[int]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     dropped: list[Problem] = field(default_factory=list)
-    truncated: int = 0
+    truncated: int = 0  # samples the length policy touched
     trained_tokens: int = 0
+    trained_tokens_removed: int = 0  # supervised tokens lost to the length policy
 
     @property
     def total_tokens(self) -> int:
@@ -26,16 +28,21 @@ class EncodeResult:
 
 
 def encode_conversations(
-    conversations: list[Conversation], layout: ChatLayout, combine: bool, max_length: int
+    conversations: list[Conversation], layout: ChatLayout, combine: bool, max_length: int,
+    truncation: str = "official",
 ) -> EncodeResult:
-    """Encode with ``layout``, cut to ``max_length``; a sample left with no trained token is dropped."""
+    """Encode with ``layout`` and fit ``max_length`` by the ``truncation`` policy (``official`` or
+    ``keep_recent``); a sample left with no trained token is dropped and reported."""
     result = EncodeResult()
     for conv in conversations:
         sample = layout.encode(conv.messages, combine=combine)
         ids, labels = sample.input_ids, sample.labels
         if len(ids) > max_length:
             result.truncated += 1
-            ids, labels = ids[:max_length], labels[:max_length]
+            fitted = (keep_recent(layout, conv.messages, combine, max_length) if truncation == "keep_recent"
+                      else right_cut(sample, max_length))
+            result.trained_tokens_removed += max(0, sample.num_trained - fitted.num_trained)
+            ids, labels = fitted.input_ids, fitted.labels
         trained = sum(1 for x in labels if x != IGNORE_INDEX)
         if trained == 0:
             why = (

@@ -59,6 +59,7 @@ def encode_sources(
     max_reject_ratio: float = 1.0,
     seed: int = 0,
     say: Any = print,
+    truncation: str = "official",
 ) -> Encoded:
     """Read and encode every source; write rejects with reasons; refuse when too much was rejected."""
     rows: list[dict[str, Any]] = []
@@ -70,7 +71,7 @@ def encode_sources(
         convs, bad, records = read_source(source, values or {})
         conversations += convs
         total += records
-        encoded = encode_conversations(convs, layout, combine=combine, max_length=max_length)
+        encoded = encode_conversations(convs, layout, combine=combine, max_length=max_length, truncation=truncation)
         bad += [{"source": p.source, "code": p.code, "reason": p.reason} for p in encoded.dropped]
         rejects += bad
         file_rows = [{"input_ids": i, "labels": lab, "source": src}
@@ -78,9 +79,11 @@ def encode_sources(
         rows += weighted(file_rows, source.weight, seed)
         merged.truncated += encoded.truncated
         merged.trained_tokens += encoded.trained_tokens
+        merged.trained_tokens_removed += encoded.trained_tokens_removed
         weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
         say(f"  {source.path}: {records} records -> {len(file_rows)} samples{weight}, {len(bad)} left out, "
-            f"{encoded.truncated} cut at max_length={max_length}")
+            f"{encoded.truncated} over max_length={max_length} fitted by '{truncation}' "
+            f"({encoded.trained_tokens_removed} trained tokens removed)")
     for row in rejects[:5]:
         say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
     where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"

@@ -144,7 +144,7 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
     values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
     common = {"layout": layout, "combine": data.combine, "max_length": data.max_length, "values": values,
-              "seed": config.training.seed, "say": say}
+              "seed": config.training.seed, "say": say, "truncation": data.truncation}
     train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl" if out else None,
                                max_reject_ratio=data.max_reject_ratio, **common)
     eval_enc = None
@@ -212,7 +212,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
     if data.replay_file and float(data.replay_ratio) > 0:
         replay = encode_sources(data_sources(data.replay_file), layout, data.combine, data.max_length,
-                                out / "rejected_replay.jsonl", seed=config.training.seed, say=say)
+                                out / "rejected_replay.jsonl", seed=config.training.seed, say=say,
+                                truncation=data.truncation)
         picked = replay_sample(replay.rows, round(float(data.replay_ratio) * len(train_rows)), config.training.seed)
         train_rows = train_rows + picked
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
