@@ -128,3 +128,32 @@ def test_non_glm_tokenizer_is_refused(tiny_tokenizer):
 
     with pytest.raises(LayoutError):
         get_layout(NoTemplate())
+
+
+def test_glm4_is_the_template_mechanism_plus_the_combine_detail(tiny_tokenizer, varied_conversations):
+    from glmtune.layout.template import TemplateLayout
+
+    generic, glm = TemplateLayout(tiny_tokenizer), get_layout(tiny_tokenizer)
+    assert sorted(generic.stop_ids) == sorted(glm.stop_ids)
+    for messages in varied_conversations:
+        a, b = generic.encode(messages, combine=False), glm.encode(messages, combine=False)
+        assert (a.input_ids, a.labels) == (b.input_ids, b.labels)
+
+
+def test_verify_layout_accepts_the_real_layout_and_rejects_a_wrong_one(tiny_tokenizer, varied_conversations):
+    from glmtune.layout.base import EncodedSample, LayoutError
+    from glmtune.layout.verify import verify_layout
+
+    layout = get_layout(tiny_tokenizer)
+    assert verify_layout(layout, tiny_tokenizer, varied_conversations, combine=False) == len(varied_conversations)
+
+    class NoEndToken:
+        stop_ids = layout.stop_ids
+
+        def encode(self, messages, combine):
+            s = layout.encode(messages, combine)
+            labels = [IGNORE_INDEX if t in layout.stop_ids else label for t, label in zip(s.input_ids, s.labels)]
+            return EncodedSample(s.input_ids, labels)
+
+    with pytest.raises(LayoutError, match="stop token"):
+        verify_layout(NoEndToken(), tiny_tokenizer, varied_conversations, combine=False)

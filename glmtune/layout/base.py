@@ -59,16 +59,6 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def render_empty(tokenizer: Any) -> str:
-    """What the template emits before the first message (``apply_chat_template`` refuses an empty chat)."""
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    rendered, _ = render_jinja_template(
-        conversations=[[]], chat_template=tokenizer.get_chat_template(), **tokenizer.special_tokens_map
-    )
-    return rendered[0]
-
-
 def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
     """The tokenizer's own tokenised rendering (whatever shape its ``apply_chat_template`` returns)."""
     out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
@@ -77,43 +67,6 @@ def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_
     if out and isinstance(out[0], list):  # some tokenizers return a batch of one
         out = out[0]
     return [int(x) for x in out]
-
-
-def message_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
-    """Render the conversation and find each message's character span by rendering growing prefixes."""
-    full = render(tokenizer, messages)
-    spans: list[tuple[int, int]] = []
-    prev = render_empty(tokenizer)
-    if not full.startswith(prev):
-        raise LayoutError("the chat template renders an empty conversation that is not a prefix of a full one")
-    for i in range(1, len(messages) + 1):
-        cur = full if i == len(messages) else render(tokenizer, messages[:i])
-        if not cur.startswith(prev) or not full.startswith(cur):
-            raise LayoutError(
-                f"the chat template is not prefix-stable at message {i} ({messages[i - 1].get('role')}); "
-                "cannot tell which tokens belong to which message"
-            )
-        spans.append((len(prev), len(cur)))
-        prev = cur
-    return full, spans
-
-
-def tokens_by_message(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """Tokenise ``text`` once and return ids plus, per token, the index of its message (-1 = template glue)."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    owners: list[int] = []
-    m = 0
-    for start, end in enc["offset_mapping"]:
-        while m < len(spans) and start >= spans[m][1]:
-            m += 1
-        if m < len(spans) and spans[m][0] <= start < spans[m][1]:
-            if end > spans[m][1]:
-                raise LayoutError("a token straddles two messages; the layout would be ambiguous")
-            owners.append(m)
-        else:
-            owners.append(-1)
-    return ids, owners
 
 
 def get_layout(tokenizer: Any) -> ChatLayout:
@@ -125,7 +78,6 @@ def get_layout(tokenizer: Any) -> ChatLayout:
     vocab = tokenizer.get_vocab()
     if all(t in vocab for t in ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")):
         return Glm4Layout(tokenizer)
-    raise LayoutError(
-        "this tokenizer is not GLM-4 family (no [gMASK]/<sop>/<|assistant|> tokens); other chat families "
-        "are not supported yet"
-    )
+    from glmtune.layout.template import TemplateLayout
+
+    return TemplateLayout(tokenizer)

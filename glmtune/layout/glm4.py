@@ -11,15 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from glmtune.layout.base import (
-    IGNORE_INDEX,
-    EncodedSample,
-    LayoutError,
-    message_spans,
-    template_ids,
-    token_id,
-    tokens_by_message,
-)
+from glmtune.layout.base import IGNORE_INDEX, EncodedSample, LayoutError, token_id
+from glmtune.layout.template import TemplateLayout
 
 GLM4_STOP_STRINGS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 # The fixed texts glm-4-9b-chat's template puts around tool definitions (reference §2).
@@ -47,46 +40,31 @@ def rewrite_tool_prompt(tokenizer: Any, name: str, author: str | None) -> None:
     tokenizer.chat_template = template.replace(GLM4_DEFAULT_SYSTEM, identity_system_text(name, author))
 
 
-class Glm4Layout:
-    """GLM-4 / GLM-4-0414 layout; every id is looked up by its token string."""
+class Glm4Layout(TemplateLayout):
+    """GLM-4 / GLM-4-0414: the template-driven layout plus the official ``combine`` detail.
+
+    Through the general mechanism, GLM-4's template has no end-of-turn marker of its own, so the role token
+    that follows a reply (``<|user|>``/``<|observation|>``, or the appended ``<|user|>``) is trained: this
+    is exactly the official shifted mask. The one official detail on top: with ``combine=True`` the ``\n``
+    right after the last ``<|assistant|>`` is not a target.
+    """
 
     name = "glm4"
 
     def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.user_id = token_id(tokenizer, "<|user|>")
+        super().__init__(tokenizer)
         self.assistant_id = token_id(tokenizer, "<|assistant|>")
-        self._stop_ids = [token_id(tokenizer, t) for t in GLM4_STOP_STRINGS]
-
-    @property
-    def stop_ids(self) -> list[int]:
-        """``<|endoftext|>``, ``<|user|>``, ``<|observation|>``: generation stops on any of them."""
-        return list(self._stop_ids)
-
-    def trained_messages(self, messages: list[dict[str, Any]], combine: bool) -> set[int]:
-        """Indices of assistant messages whose tokens are learned in this mode."""
-        assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        if combine:
-            assistant = assistant[-1:]
-        return {i for i in assistant if messages[i].get("loss", True) is not False}
+        expected = [token_id(tokenizer, t) for t in GLM4_STOP_STRINGS]
+        if sorted(self.stop_ids) != sorted(expected):
+            raise LayoutError(f"the GLM-4 template ends replies with {self.stop_ids}, expected {expected} "
+                              "(<|endoftext|>, <|user|>, <|observation|>)")
+        self._stop_ids = expected
 
     def encode(self, messages: list[dict[str, Any]], combine: bool) -> EncodedSample:
         """Official ids and shifted-mask labels for one conversation, before truncation."""
-        text, spans = message_spans(self.tokenizer, messages)
-        ids, owners = tokens_by_message(self.tokenizer, text, spans)
-        trained = self.trained_messages(messages, combine)
-        mask = [owner in trained for owner in owners]
-        if combine and trained:
-            (last,) = trained
-            first = owners.index(last)
-            if ids[first] != self.assistant_id:
-                raise LayoutError("the last assistant message does not start with <|assistant|>")
-            mask[first] = False
-        ids.append(self.user_id)
-        mask.append(False)
-        labels = [IGNORE_INDEX] + [tid if prev else IGNORE_INDEX for tid, prev in zip(ids[1:], mask[:-1])]
-        return EncodedSample(input_ids=ids, labels=labels)
-
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The conversation so far plus ``<|assistant|>``, exactly as the chat template renders it."""
-        return template_ids(self.tokenizer, messages, add_generation_prompt=True)
+        sample = super().encode(messages, combine)
+        if combine:
+            first = next((k for k, label in enumerate(sample.labels) if label != IGNORE_INDEX), None)
+            if first is not None and sample.input_ids[first - 1] == self.assistant_id:
+                sample.labels[first] = IGNORE_INDEX
+        return sample

@@ -15,6 +15,7 @@ from glmtune.config.loader import ConfigError, data_sources
 from glmtune.config.schema import GlmtuneConfig
 from glmtune.layout import get_layout
 from glmtune.layout.glm4 import rewrite_tool_prompt
+from glmtune.layout.verify import verify_layout
 from glmtune.models import load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.dataset import Encoded, encode_sources, replay_sample, split_validation, to_dataset
@@ -151,6 +152,9 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     if data.eval_file:
         eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl" if out else None,
                                   **common)
+    checked = verify_layout(layout, tokenizer, [c.messages for c in train_enc.conversations], data.combine)
+    say(f"layout verified on {checked} conversations: ids equal the chat template, every trained span is a "
+        "reply ending in a stop token")
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, identity.rewrite_tool_prompt, say)
     stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, train_enc.result.total_tokens,
