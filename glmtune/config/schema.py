@@ -65,6 +65,14 @@ class DataConfig(_Section):
         "then cut the last prompt from the left; the reply's end token survives whenever it can. official: a "
         "plain right cut.",
     )
+    packing: bool | Auto = Field(
+        "auto",
+        description="Flatten each micro-batch into one padding-free row with per-sample position_ids (attention "
+        "stays inside each sample). auto: the planner decides from the length distribution.",
+    )
+    group_by_length: bool | Auto = Field(
+        "auto", description="Unpacked alternative: batch samples of similar length together. auto: planner."
+    )
     val_size: NonNegativeInt | Auto = Field(
         "auto",
         description="Samples held out for validation when eval_file is absent. auto: 10% (at least 4, at most 200) "

@@ -25,6 +25,15 @@ class DataStats:
     trained_tokens: int
     total_tokens: int
     max_tokens: int = 0
+    lengths: list[int] = field(default_factory=list, repr=False)
+
+    def pad_fraction(self, batch: int) -> float:
+        """Share of padding when samples are batched in their file order with ``batch`` per micro-batch."""
+        if batch <= 1 or not self.lengths:
+            return 0.0
+        padded = sum(max(self.lengths[i:i + batch]) * len(self.lengths[i:i + batch])
+                     for i in range(0, len(self.lengths), batch))
+        return 1.0 - sum(self.lengths) / padded
 
 
 @dataclass
@@ -55,9 +64,10 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form for ``glmtune plan --json`` and the run report."""
+        data = {k: v for k, v in vars(self.stats).items() if k != "lengths"} if self.stats else None
         return {
             "model_params": self.params,
-            "data": vars(self.stats) if self.stats else None,
+            "data": data,
             "plan": [vars(item) for item in self.items],
         }
 
@@ -94,6 +104,20 @@ def rule_micro_batch(global_batch: int, params: int) -> tuple[int, str]:
         return 1, "model of 3B+ parameters: micro-batch 1, reach the global batch by accumulation"
     value = min(global_batch, 8 if tier(params) == "mid" else global_batch)
     return value, f"fits the global batch of {global_batch} in memory for a {tier(params)} model"
+
+
+def rule_batching(stats: DataStats, micro: int, attn: str) -> tuple[str, str]:
+    """Packing, length grouping or plain padding, from the padding the micro-batches would carry."""
+    pad = stats.pad_fraction(micro)
+    if micro <= 1:
+        return "none", "micro-batch of 1: nothing to pad"
+    if pad < 0.10:
+        return "none", f"only {pad:.0%} padding expected at micro-batch {micro}"
+    flat = micro * stats.total_tokens / max(stats.samples, 1)
+    if attn == "flash_attention_2" or flat <= 8192:
+        return "packing", f"{pad:.0%} padding expected at micro-batch {micro}; packing removes it exactly"
+    return "grouping", (f"{pad:.0%} padding expected; packed rows of ~{flat:.0f} tokens would need a large "
+                        "block mask without flash attention, so similar lengths are batched instead")
 
 
 def rule_epochs(n: int, params: int) -> tuple[float, str]:
@@ -178,6 +202,10 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
         accum_reason = f"micro-batch {micro} set in config; no accumulation"
     decide(t, "gradient_accumulation_steps", "training.gradient_accumulation_steps",
            (1 if explicit_micro else max(1, global_batch[0] // micro), accum_reason))
+    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation)
+    packing = decide(d, "packing", "data.packing", (rule[0] == "packing", rule[1]))
+    decide(d, "group_by_length", "data.group_by_length",
+           (rule[0] == "grouping" and not packing, rule[1] if not packing else "packing already removes padding"))
     if t.max_steps > 0:
         plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))
     else:

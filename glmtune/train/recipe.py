@@ -115,6 +115,7 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         report_to=t.report_to or "none",
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
+        train_sampling_strategy="group_by_length" if config.data.group_by_length is True else "random",
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )
@@ -157,8 +158,8 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
         "reply ending in a stop token")
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, identity.rewrite_tool_prompt, say)
-    stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, train_enc.result.total_tokens,
-                      max(len(r["input_ids"]) for r in train_enc.rows))
+    lengths = [len(r["input_ids"]) for r in train_enc.rows]
+    stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
     params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
     plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None)
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan)
@@ -185,7 +186,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     ``extra_train_samples`` (``{"input_ids", "labels"}`` rows) are appended to the training split, for
     callers that mix in samples that are not chat conversations, such as plain documents.
     """
-    from transformers import DataCollatorForSeq2Seq, EarlyStoppingCallback, PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     started = time.perf_counter()
     precision = resolve_precision(config.training)
@@ -229,6 +230,11 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
                        trust_remote_code=config.model.trust_remote_code,
                        attn_implementation=config.model.attn_implementation)
     model.train()
+    model.config.use_cache = False  # a KV cache in training also disables packed-sequence masks
+    pad = plan.stats.pad_fraction(int(config.training.per_device_train_batch_size)) if plan.stats else 0.0
+    say(f"padding: {pad:.1%} of tokens would be padding unpacked; "
+        + ("0% with packing (on)" if data.packing else "packing off")
+        + (", length-grouped batches" if data.group_by_length else ""))
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
     from transformers import set_seed
@@ -251,7 +257,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         args=training_arguments(config, precision.bf16, precision.fp16, has_eval),
         train_dataset=to_dataset(train_rows),
         eval_dataset=to_dataset(val_rows) if has_eval else None,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        data_collator=collator(tokenizer, bool(data.packing)),
         callbacks=callbacks,
         guard=guard,
         on_event=log.write,
@@ -261,6 +267,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     trainer.final_check()
 
     best_step, best_loss = best_checkpoint(trainer.state)
+    model.config.use_cache = True  # saved models generate with a KV cache
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
@@ -273,6 +280,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         "best_eval_loss": best_loss,
         "stopped_early": bool(has_eval and trainer.state.global_step < trainer.state.max_steps),
         "guard": guard.summary() if guard else "stability guard: off",
+        "pad_fraction_unpacked": round(pad, 4),
+        "packing": bool(data.packing),
         "guard_events": [vars(e) for e in guard.events] if guard else [],
         "precision": precision.reason,
         "seconds": round(time.perf_counter() - started, 2),
@@ -293,6 +302,15 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         f"{_fmt(summary['final_loss'])} in {summary['seconds']:.0f}s")
     return TrainResult(out, summary["steps"], summary["first_loss"], summary["final_loss"], best_step, best_loss,
                        len(summary["guard_events"]), summary["seconds"], plan)
+
+
+def collator(tokenizer: Any, packing: bool) -> Any:
+    """Padding collator, or the flattening collator that packs a micro-batch into one padding-free row."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    if packing:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
 def best_checkpoint(state: Any) -> tuple[int | None, float | None]:
