@@ -97,6 +97,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Glmtune
         value = getattr(data, key)
         if value is not None:
             setattr(data, key, _check_file(value, base, f"{path}: data.{key}"))
+    if config.training.deepspeed:
+        config.training.deepspeed = _check_file(config.training.deepspeed, base, f"{path}: training.deepspeed")
     return config
 
 

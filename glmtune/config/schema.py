@@ -169,6 +169,11 @@ class TrainingConfig(_Section):
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing factor.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
+    )
+    fsdp: str | None = Field(None, description="FSDP mode string handed to the Trainer, e.g. 'full_shard auto_wrap'.")
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile.")
     report_to: list[str] = Field(
         default_factory=lambda: ["tensorboard"], description="Trainer integrations; TensorBoard logs go to output_dir."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,9 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         gradient_checkpointing=t.gradient_checkpointing,
         dataloader_num_workers=t.dataloader_num_workers,
         report_to=t.report_to or "none",
+        deepspeed=t.deepspeed,
+        fsdp=t.fsdp or "",
+        torch_compile=t.torch_compile,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length" if config.data.group_by_length is True else "random",
@@ -189,30 +193,36 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     started = time.perf_counter()
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun/accelerate only rank 0 writes files
+    if not main:
+        say = _silent
     precision = resolve_precision(config.training)
     out = Path(config.training.output_dir)
-    prepare_output_dir(out, overwrite, resume)
     sources = [s.path for s in data_sources(config.data.train_file)] + [
         p for p in (config.data.eval_file, config.data.replay_file) if p]
     current = fingerprint(config, sources)
     checkpoint = None
+    if main:
+        prepare_output_dir(out, overwrite, resume)
+        if resume:
+            check_fingerprint(out, current, force)
+        write_fingerprint(out, current)
     if resume:
-        check_fingerprint(out, current, force)
         checkpoint = find_checkpoint(out, resume, say)
-    write_fingerprint(out, current)
 
-    prepared = prepare_run(config, out, say)
+    prepared = prepare_run(config, out if main else None, say)
     tokenizer, layout, train_enc, eval_enc, plan = (prepared.tokenizer, prepared.layout, prepared.train,
                                                     prepared.eval, prepared.plan)
     config, data, params = plan.config, plan.config.data, plan.params
     print_plan(plan, say)
-    (out / "plan.json").write_text(json.dumps(plan.as_dict(), indent=2, default=str))
+    if main:
+        (out / "plan.json").write_text(json.dumps(plan.as_dict(), indent=2, default=str))
     say(f"precision: {precision.reason}")
 
     train_rows, val_rows = split_validation(train_enc.rows, 0 if eval_enc else int(data.val_size), config.training.seed)
     if eval_enc:
         val_rows = eval_enc.rows
-    if val_rows and not eval_enc:
+    if val_rows and not eval_enc and main:
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
         say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
     if data.replay_file and float(data.replay_ratio) > 0:
@@ -244,7 +254,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
-    log = JsonlLogCallback(out / "log.jsonl", append=checkpoint is not None)
+    log = JsonlLogCallback(out / "log.jsonl", append=checkpoint is not None or not main)
     guard = SpikeGuard(config.stability) if config.stability.enabled else None
     has_eval = bool(val_rows)
     callbacks: list[Any] = [log, ProgressBarCallback()]
@@ -260,7 +270,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         data_collator=collator(tokenizer, bool(data.packing)),
         callbacks=callbacks,
         guard=guard,
-        on_event=log.write,
+        on_event=log.write if main else None,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -268,7 +278,10 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
 
     best_step, best_loss = best_checkpoint(trainer.state)
     model.config.use_cache = True  # saved models generate with a KV cache
-    trainer.save_model(str(out))
+    trainer.save_model(str(out))  # every rank takes part (DeepSpeed/FSDP gather); only rank 0 writes
+    if not main:
+        return TrainResult(out, trainer.state.global_step, None, None, best_step, best_loss, 0,
+                           round(time.perf_counter() - started, 2), plan)
     tokenizer.save_pretrained(str(out))
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
@@ -302,6 +315,10 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         f"{_fmt(summary['final_loss'])} in {summary['seconds']:.0f}s")
     return TrainResult(out, summary["steps"], summary["first_loss"], summary["final_loss"], best_step, best_loss,
                        len(summary["guard_events"]), summary["seconds"], plan)
+
+
+def _silent(*_: Any) -> None:
+    return None
 
 
 def collator(tokenizer: Any, packing: bool) -> Any:

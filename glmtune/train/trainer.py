@@ -18,6 +18,8 @@ class GuardedTrainer(Trainer):
     def __init__(self, *args: Any, guard: SpikeGuard | None = None,
                  on_event: Callable[[dict], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if guard is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            guard = None  # the engine owns clipping and the optimizer step; the guard cannot skip inside it
         self.guard = guard
         self.on_event = on_event
         self._step_loss: torch.Tensor | None = None
