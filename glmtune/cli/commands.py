@@ -106,8 +106,8 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     """``glmtune make-tiny --out DIR``."""
     from glmtune.tiny.model import make_tiny
 
-    out = make_tiny(args.out, seed=args.seed)
-    print(f"wrote a tiny GLM-4 model and tokenizer to {out}")
+    out = make_tiny(args.out, seed=args.seed, family=args.family)
+    print(f"wrote a tiny {args.family} model and tokenizer to {out}")
     return 0
 
 

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", choices=["glm4", "glm4-0414", "qwen2", "qwen3", "llama3"], default="glm4",
+                   help="architecture, special tokens and chat template to imitate (default glm4)")
 
     for name, helptext in (("predict", "generate replies for a data file"), ("chat", "interactive chat")):
         p = sub.add_parser(name, help=helptext)

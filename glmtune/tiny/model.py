@@ -1,15 +1,17 @@
-"""Write a tiny, randomly initialised GLM-4-architecture model and its tokenizer to a folder."""
+"""Write a tiny, randomly initialised chat model of a real architecture and its tokenizer to a folder."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, Glm4Config, Glm4ForCausalLM
+from tokenizers import AddedToken
+from transformers import GenerationConfig, PreTrainedTokenizerFast
 
-from glmtune.tiny.templates import glm4_chat_template
-from glmtune.tiny.tokenizer import glm4_tokenizer
+from glmtune.tiny.families import FAMILY_NAMES, TinyFamily, get_family
+from glmtune.tiny.tokenizer import train_bpe
 
 GLM4_STOP_STRINGS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
@@ -22,29 +24,60 @@ TINY_SHAPE = {
     "intermediate_size": 384,
 }
 
+__all__ = ["FAMILY_NAMES", "GLM4_STOP_STRINGS", "TINY_SHAPE", "family_tokenizer", "make_tiny"]
 
-def make_tiny(out: str | Path, seed: int = 0, vocab_size: int = 3000) -> Path:
-    """Build tokenizer + ``Glm4ForCausalLM`` (~1.2 M parameters) deterministically for ``seed``; return the folder."""
+
+def family_tokenizer(
+    family: TinyFamily, corpus: Iterable[str], vocab_size: int = 3000
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``corpus`` with ``family``'s token strings, eos/pad/bos, chat template."""
+    raw = train_bpe(corpus, vocab_size, list(family.special_tokens))
+    if family.added_tokens:
+        raw.add_tokens([AddedToken(t, special=False, normalized=False) for t in family.added_tokens])
+    named = {family.eos, family.pad, family.bos}
+    extra: dict[str, object] = {"bos_token": family.bos, "add_bos_token": True} if family.add_bos else {}
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token=family.eos,
+        pad_token=family.pad,
+        additional_special_tokens=[t for t in family.special_tokens if t not in named],
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=131072,
+        **extra,
+    )
+    tokenizer.chat_template = family.template
+    return tokenizer
+
+
+def make_tiny(out: str | Path, seed: int = 0, vocab_size: int = 3000, family: str = "glm4") -> Path:
+    """Write tokenizer + tiny ``family`` model (~1.1 M parameters) to ``out``, deterministic for ``seed``."""
     from glmtune.world import tokenizer_corpus
 
+    fam = get_family(family)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = glm4_tokenizer(tokenizer_corpus(seed=seed), glm4_chat_template(), vocab_size=vocab_size)
-    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in GLM4_STOP_STRINGS]
-    config = Glm4Config(
+    tokenizer = family_tokenizer(fam, tokenizer_corpus(seed=seed), vocab_size=vocab_size)
+    stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in fam.stop]
+    config_class, model_class = fam.classes()
+    bos = {"bos_token_id": tokenizer.bos_token_id} if fam.bos else {}
+    config = config_class(
         vocab_size=len(tokenizer),
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stop_ids,
+        **bos,
         **TINY_SHAPE,
     )
     torch.manual_seed(seed)
-    model = Glm4ForCausalLM(config)
+    model = model_class(config)
     model.generation_config = GenerationConfig(
         eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=128,
+        **bos,
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "glmtune_tiny.json").write_text(json.dumps({"family": "glm4", "seed": seed, **TINY_SHAPE}, indent=2))
+    record = {"family": fam.name, "seed": seed, **TINY_SHAPE}
+    (out / "glmtune_tiny.json").write_text(json.dumps(record, indent=2))
     return out

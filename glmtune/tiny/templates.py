@@ -19,3 +19,31 @@ def glm4_chat_template(default_system: str = GLM4_DEFAULT_SYSTEM) -> str:
         "{% if item['content'] %}<|{{ item['role'] }}|>{{ item['metadata'] }}\n{{ item['content'] }}{% endif %}"
         "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
+
+
+def glm4_0414_chat_template() -> str:
+    """GLM-4-0414 style: top-level ``tools`` in a system block, a call is ``<|assistant|>{name}\\n{args}``.
+
+    A call may be GLM-shaped (``metadata`` = name, ``content`` = arguments) or OpenAI-shaped (``tool_calls``);
+    results are ``observation`` (or ``tool``) turns. System messages render where they stand, which matches
+    the real template (that hoists them) for a leading system message and keeps the template prefix-stable.
+    """
+    return (
+        "[gMASK]<sop>{% if tools %}<|system|>\n# 可用工具{% for tool in tools %}"
+        "{% set fn = tool.function if tool.function is defined else tool %}"
+        "{{ '\\n\\n## ' + fn.name + '\\n\\n' + fn | tojson(indent=4) + '\\n' }}" + GLM4_TOOL_SUFFIX +
+        "{% endfor %}{% endif %}"
+        "{% for message in messages %}"
+        "{% set content = message.content if message.content is string else '' %}"
+        "{% if message.role in ('system', 'user') %}<|{{ message.role }}|>\n{{ content }}"
+        "{% elif message.role == 'assistant' and message.tool_calls %}"
+        "{% if content %}<|assistant|>\n{{ content }}{% endif %}"
+        "{% for tc in message.tool_calls %}{% set call = tc.function if tc.function is defined else tc %}"
+        "<|assistant|>{{ call.name + '\\n' }}"
+        "{% if call.arguments is string %}{{ call.arguments }}"
+        "{% else %}{{ call.arguments | tojson }}{% endif %}"
+        "{% endfor %}"
+        "{% elif message.role == 'assistant' %}<|assistant|>{{ message.metadata or '' }}\n{{ content }}"
+        "{% elif message.role in ('observation', 'tool') %}<|observation|>\n{{ content }}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
