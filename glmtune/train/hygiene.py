@@ -67,6 +67,20 @@ def write_fingerprint(out: Path, current: dict[str, Any]) -> None:
     (out / FINGERPRINT).write_text(json.dumps(current, indent=1))
 
 
+def readable(checkpoint: Path) -> bool:
+    """True when the checkpoint's JSON state and safetensors headers parse."""
+    from safetensors import safe_open
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        for weights in checkpoint.glob("*.safetensors"):
+            with safe_open(str(weights), framework="pt") as fh:
+                list(fh.keys())
+    except Exception:  # any parse failure means the checkpoint cannot be trusted
+        return False
+    return True
+
+
 def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
     """The checkpoint to resume from: ``auto`` takes the latest complete one and warns about torn ones."""
     if resume != "auto":
@@ -79,8 +93,8 @@ def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
     for path in reversed(checkpoints):
         complete = (path / "trainer_state.json").is_file() and any(path.glob("*.safetensors")) and \
             (path / "optimizer.pt").is_file()
-        if complete:
+        if complete and readable(path):
             return str(path)
-        say(f"warning: ignoring torn checkpoint {path} (incomplete files)")
+        say(f"warning: ignoring torn checkpoint {path} ({'unreadable' if complete else 'incomplete'} files)")
     say(f"no complete checkpoint in {out}; starting from the beginning")
     return None
