@@ -118,7 +118,8 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         fsdp=t.fsdp or "",
         torch_compile=t.torch_compile,
         disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
+        # packed rows carry no padding (and no attention mask to count it by)
+        include_num_input_tokens_seen="all" if config.data.packing is True else "non_padding",
         train_sampling_strategy="group_by_length" if config.data.group_by_length is True else "random",
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),

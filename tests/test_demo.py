@@ -1,0 +1,100 @@
+"""Tests for ``glmtune demo``: the base-model cache logic (fast) and a quick end-to-end run (slow)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from glmtune.demo import base as demo_base
+from glmtune.demo.base import (
+    FULL_BASE,
+    QUICK_BASE,
+    REQUIRED_FILES,
+    build_base,
+    cache_key,
+    is_complete,
+    world_version,
+)
+
+
+class _Built(Exception):
+    """Raised by the patched builder: the cache decided to build."""
+
+
+def _fake_build(base_dir: Path, key: str, complete: bool = True, skip: str | None = None) -> None:
+    base_dir.mkdir(parents=True, exist_ok=True)
+    for name in REQUIRED_FILES:
+        if name != skip:
+            (base_dir / name).write_text("{}")
+    (base_dir / "build.json").write_text(json.dumps({"key": key, "complete": complete, "seconds": 1.0}))
+
+
+def test_cache_key_depends_on_every_parameter_and_the_world() -> None:
+    key = cache_key(FULL_BASE)
+    assert key == cache_key(replace(FULL_BASE))
+    assert key != cache_key(QUICK_BASE)
+    for change in ({"learning_rate": 1e-3}, {"epochs": 2.0}, {"conversations": 1}, {"model_seed": 1},
+                   {"data_seed": 1}, {"train_seed": 1}, {"label_smoothing": 0.0}, {"batch_size": 8}):
+        assert cache_key(replace(FULL_BASE, **change)) != key, change
+    assert cache_key(FULL_BASE, version="other-world") != key
+    assert world_version() == world_version()
+
+
+def test_is_complete_needs_matching_key_marker_and_files(tmp_path: Path) -> None:
+    key = cache_key(QUICK_BASE)
+    assert not is_complete(tmp_path / "missing", key)
+    _fake_build(tmp_path / "ok", key)
+    assert is_complete(tmp_path / "ok", key)
+    assert not is_complete(tmp_path / "ok", cache_key(FULL_BASE))
+    _fake_build(tmp_path / "unfinished", key, complete=False)
+    assert not is_complete(tmp_path / "unfinished", key)
+    _fake_build(tmp_path / "no_weights", key, skip="model.safetensors")
+    assert not is_complete(tmp_path / "no_weights", key)
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "build.json").write_text("not json")
+    assert not is_complete(tmp_path / "garbled", key)
+
+
+def test_build_base_reuses_a_matching_build_and_rebuilds_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise _Built
+
+    monkeypatch.setattr(demo_base, "_build", refuse)
+    said: list[str] = []
+    _fake_build(tmp_path / "base", cache_key(QUICK_BASE))
+    assert build_base(tmp_path, QUICK_BASE, said.append) == tmp_path / "base"
+    assert "reusing" in said[-1]
+    with pytest.raises(_Built):  # changed parameters -> rebuild
+        build_base(tmp_path, replace(QUICK_BASE, learning_rate=1e-3), said.append)
+    _fake_build(tmp_path / "base", cache_key(QUICK_BASE))
+    with pytest.raises(_Built):  # --rebuild
+        build_base(tmp_path, QUICK_BASE, said.append, rebuild=True)
+    monkeypatch.setattr(demo_base, "world_version", lambda: "a-newer-world")
+    _fake_build(tmp_path / "base", cache_key(QUICK_BASE, version=world_version()))
+    with pytest.raises(_Built):  # the world generator changed
+        build_base(tmp_path, QUICK_BASE, said.append)
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    from glmtune.demo.run import run_demo
+
+    said: list[str] = []
+    results = run_demo(tmp_path, name="Nova", author="Acme Lab", quick=True, say=said.append)
+    saved = json.loads((tmp_path / "demo_results.json").read_text(encoding="utf-8"))
+    assert saved["before"] == results["before"] and saved["after"] == results["after"]
+    assert results["before"]["base_identity"] > 0.5  # the warm-up taught "ChatGLM"
+    assert results["after"]["adoption"] > results["before"]["adoption"]
+    assert results["after"]["stop_rate"] > 0.5
+    assert {"base", "fine-tune", "total"} <= set(results["seconds"])
+    assert any(row["kind"] == "identity" for row in results["table"])
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+    said.clear()  # a second run reuses the cached base
+    run_demo(tmp_path, name="Nova", author="Acme Lab", quick=True, say=said.append)
+    assert any("reusing the cached build" in line for line in said)
