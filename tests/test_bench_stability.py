@@ -12,6 +12,7 @@ from bench.stability import (
     final_loss,
     guard_event_counts,
     max_ratio,
+    max_ratio_step,
     mean_sd,
     read_log,
     spike_ratios,
@@ -70,3 +71,9 @@ def test_mean_sd_skips_missing_and_non_finite_values() -> None:
     assert (mean, bad) == (2.0, 2) and sd == pytest.approx(math.sqrt(2))
     assert mean_sd([None]) == (None, None, 1)
     assert mean_sd([5.0]) == (5.0, 0.0, 0)
+
+
+def test_max_ratio_step_names_the_logged_step() -> None:
+    assert max_ratio_step([2.0, 2.0, 4.0, 1.0]) == 3
+    assert max_ratio_step([math.nan, 2.0, 5.0]) == 3
+    assert max_ratio_step([1.0]) is None
