@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import socket
 import threading
 import time
@@ -23,7 +25,8 @@ from glmtune.serve.app import create_app  # noqa: E402
 from glmtune.serve.engine import Engine, GenParams, ReplyBuilder  # noqa: E402
 
 KEY = "test-key"
-SLOW = "<slow>"
+SLOW = "<slow>"  # endless text that never loops (a 40-token cycle is longer than any n-gram the guard checks)
+LOOP = "<loop>"  # the same token forever
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -76,12 +79,16 @@ class FakeGenerator:
     def __call__(self, prompt_ids: list[int], params: GenParams, on_token: Callable[[int], bool]) -> None:
         self.prompts.append(self.tokenizer.decode(prompt_ids))
         reply = self.replies.pop(0) if self.replies else "\nok<|user|>"
-        if reply == SLOW:  # endless text until the server asks to stop
-            token = self.tokenizer("a", add_special_tokens=False)["input_ids"][0]
+        if reply in (SLOW, LOOP):  # endless text until the server asks to stop
+            if reply == LOOP:
+                cycle = [self.tokenizer("a", add_special_tokens=False)["input_ids"][0]]
+            else:
+                special = set(self.tokenizer.all_special_ids)
+                cycle = [i for i in range(300, len(self.tokenizer)) if i not in special][:40]
             sent = 0
-            while sent < 3000 and on_token(token):
+            while sent < 3000 and on_token(cycle[sent % len(cycle)]):
                 sent += 1
-                time.sleep(0.005)
+                time.sleep(0.005 if reply == SLOW else 0)
             self.slow_sent.append(sent)
             self.slow_done.set()
             return
@@ -166,6 +173,9 @@ def test_sixteen_concurrent_streams_all_finish(real: Server) -> None:
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(one, range(16)))
     assert all(reason in ("stop", "length") for _, reason in results)
+    deadline = time.time() + 10  # the worker settles its count just after the last chunk is sent
+    while real.engine.pending and time.time() < deadline:
+        time.sleep(0.05)
     assert real.engine.pending == 0
 
 
@@ -327,3 +337,46 @@ def test_reply_builder_holds_back_partial_stop_strings_and_whitespace(tiny_token
             break
     sent.append(builder.close())
     assert "".join(sent) == builder.content == "abc" and builder.finish_reason == "stop"
+
+
+# --- the repetition guard -----------------------------------------------------------------------------------
+
+
+def test_looping_reply_is_cut_with_length_and_logged(fake: tuple[Server, FakeGenerator],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    server, gen = fake
+    client = server.client()
+    looped = server.engine.stats["looped"]
+    gen.replies = [LOOP, LOOP]
+    with caplog.at_level(logging.WARNING, logger="glmtune.serve"):
+        resp = client.chat.completions.create(model="m", messages=HI, temperature=0, max_tokens=1000)
+        chunks = list(client.chat.completions.create(model="m", messages=HI, temperature=0, max_tokens=1000,
+                                                     stream=True, stream_options={"include_usage": True}))
+    choice = resp.choices[0]
+    assert choice.finish_reason == "length"
+    assert resp.usage.completion_tokens <= 32 and gen.slow_sent[-2] <= 32  # well before max_tokens
+    assert choice.message.content == "a" * resp.usage.completion_tokens
+    with_choices = [c for c in chunks if c.choices]
+    assert with_choices[-1].choices[0].finish_reason == "length"
+    assert chunks[-1].usage.completion_tokens == resp.usage.completion_tokens
+    assert "".join(c.choices[0].delta.content or "" for c in with_choices) == choice.message.content
+    assert server.engine.stats["looped"] == looped + 2
+    warnings = [r.getMessage() for r in caplog.records if r.name == "glmtune.serve"]
+    warnings = [w for w in warnings if "repetition guard" in w]
+    assert len(warnings) == 2 and all(re.search(r"request chatcmpl-[0-9a-f]{24}\b", w) for w in warnings)
+
+
+def test_reply_builder_loop_guard(tiny_tokenizer: Any) -> None:
+    from glmtune.infer.runaway import DEFAULT_LOOP_RULE
+
+    cycle = tiny_tokenizer("x y z", add_special_tokens=False)["input_ids"]
+    guarded = ReplyBuilder(tiny_tokenizer, [tiny_tokenizer.eos_token_id], 500, loop_rule=DEFAULT_LOOP_RULE)
+    free = ReplyBuilder(tiny_tokenizer, [tiny_tokenizer.eos_token_id], 500)
+    for builder in (guarded, free):
+        for i in range(500):
+            builder.add(cycle[i % len(cycle)])
+            if builder.finished:
+                break
+        builder.close()
+    assert guarded.looped and guarded.finish_reason == "length" and guarded.num_tokens < 40
+    assert not free.looped and free.num_tokens == 500 and free.finish_reason == "length"

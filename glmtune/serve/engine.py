@@ -6,6 +6,11 @@ free. Tokens travel back to the request's coroutine one by one through an ``asyn
 job (its client went away) sets a flag that a stopping criterion checks after every token, so only that
 job stops; a job cancelled while still queued never starts.
 
+The repetition guard of :mod:`glmtune.infer.runaway` (``DEFAULT_LOOP_RULE`` unless the engine is given
+another rule, or None to turn it off) watches every reply: one that falls into a loop of repeated token
+n-grams is cut, finishes with ``length`` like a reply that hit ``max_tokens``, carries ``loop=True`` in its
+:class:`Result`, and is logged as a warning naming the job's request id.
+
 Sampling defaults follow OpenAI: ``temperature`` 1 and ``top_p`` 1 when absent, and ``temperature`` 0
 means greedy decoding. ``repetition_penalty`` (an extension) defaults to 1.2, the GLM-4 demo's value, when
 sampling and to none when greedy; a value given explicitly always applies.
@@ -14,17 +19,22 @@ sampling and to none when greedy; a value given explicitly always applies.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from glmtune.layout import get_layout
-from glmtune.serve.schemas import APIError, ChatCompletionRequest, ToolCall
+from glmtune.serve.schemas import APIError, ChatCompletionRequest, ToolCall, new_id
 from glmtune.serve.tools import classify, parse_tool_call
 
+if TYPE_CHECKING:
+    from glmtune.infer.runaway import LoopRule
+
+log = logging.getLogger("glmtune.serve")
 GREEDY_BELOW = 1e-5
 SAMPLING_REPETITION_PENALTY = 1.2
 
@@ -56,6 +66,7 @@ class Result:
     prompt_tokens: int
     completion_tokens: int
     cancelled: bool = False
+    loop: bool = False  # cut by the repetition guard
 
 
 @dataclass
@@ -73,11 +84,12 @@ class ReplyBuilder:
 
     Content is the decoded reply with surrounding whitespace stripped; trailing whitespace and a possible
     beginning of a stop string are held back until later text shows they belong to the reply, so the
-    streamed deltas always concatenate to exactly the final content.
+    streamed deltas always concatenate to exactly the final content. With a ``loop_rule`` a reply whose
+    ids end in a loop is cut there with ``finish_reason`` ``length`` and ``looped`` set.
     """
 
     def __init__(self, tokenizer: Any, stop_ids: list[int], max_tokens: int, stop: list[str] | None = None,
-                 tool_names: list[str] | None = None) -> None:
+                 tool_names: list[str] | None = None, loop_rule: LoopRule | None = None) -> None:
         self.tokenizer = tokenizer
         self.stop_ids = set(stop_ids)
         self.max_tokens = max_tokens
@@ -91,6 +103,13 @@ class ReplyBuilder:
         self.finished = False
         self.finish_reason = "length"
         self.tool_calls: list[ToolCall] | None = None
+        self.loop_rule = loop_rule
+        self.looped = False
+        self._tail_loops: Callable[[list[int], LoopRule], bool] | None = None
+        if loop_rule is not None:
+            from glmtune.infer.runaway import tail_loops  # imports torch: only once a guard is wanted
+
+            self._tail_loops = tail_loops
         self._prefix_offset = 0
         self._read_offset = 0
         self._closed = False
@@ -116,7 +135,9 @@ class ReplyBuilder:
             return self.close()
         self.ids.append(token_id)
         self._detokenize(final=False)
-        if self.num_tokens >= self.max_tokens:
+        if self._tail_loops is not None and self.loop_rule is not None:
+            self.looped = self._tail_loops(self.ids, self.loop_rule)
+        if self.looped or self.num_tokens >= self.max_tokens:
             self.finished, self.finish_reason = True, "length"
             return self.close()
         if self.mode is None:
@@ -166,7 +187,8 @@ class Job:
     """One queued or running generation; iterate :meth:`events` from the request's coroutine."""
 
     def __init__(self, prompt_ids: list[int], params: GenParams, tool_names: list[str],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, request_id: str | None = None) -> None:
+        self.id = request_id or new_id("chatcmpl")
         self.prompt_ids = prompt_ids
         self.params = params
         self.tool_names = tool_names
@@ -211,7 +233,7 @@ class Engine:
 
     def __init__(self, tokenizer: Any, model: Any = None, model_name: str = "glmtune", max_new_tokens: int = 512,
                  context_length: int | None = None, generate_fn: GenerateFn | None = None,
-                 max_pending: int = 256) -> None:
+                 max_pending: int = 256, loop_rule: LoopRule | None | Literal["default"] = "default") -> None:
         if model is None and generate_fn is None:
             raise ValueError("an Engine needs a model or a generate_fn")
         self.tokenizer = tokenizer
@@ -225,8 +247,13 @@ class Engine:
         self.context_length = context_length
         self.generate_fn: GenerateFn = generate_fn or self._hf_generate
         self.max_pending = max_pending
+        if loop_rule == "default":
+            from glmtune.infer.runaway import DEFAULT_LOOP_RULE
+
+            loop_rule = DEFAULT_LOOP_RULE
+        self.loop_rule: LoopRule | None = loop_rule
         self.pending = 0
-        self.stats = {"completed": 0, "cancelled": 0, "skipped": 0, "failed": 0}
+        self.stats = {"completed": 0, "cancelled": 0, "skipped": 0, "failed": 0, "looped": 0}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glmtune-generate")
 
     @classmethod
@@ -271,13 +298,14 @@ class Engine:
             repetition_penalty=penalty, seed=request.seed, stop=request.stop_strings(),
         )
 
-    def submit(self, prompt_ids: list[int], params: GenParams, tool_names: list[str] | None = None) -> Job:
+    def submit(self, prompt_ids: list[int], params: GenParams, tool_names: list[str] | None = None,
+               request_id: str | None = None) -> Job:
         """Queue a generation (call from the event loop); raise a 429 error when too many are waiting."""
         if self.pending >= self.max_pending:
             raise APIError(429, f"the server is busy ({self.pending} requests queued); try again later",
                            type_="server_busy", code="server_busy")
         loop = asyncio.get_running_loop()
-        job = Job(prompt_ids, params, list(tool_names or []), loop)
+        job = Job(prompt_ids, params, list(tool_names or []), loop, request_id)
         self.pending += 1
         future = loop.run_in_executor(self._executor, self._run, job)
         future.add_done_callback(self._job_done)
@@ -293,7 +321,7 @@ class Engine:
             job.post(Event("done", result=Result(None, None, "stop", len(job.prompt_ids), 0, cancelled=True)))
             return
         builder = ReplyBuilder(self.tokenizer, self.stop_ids, job.params.max_tokens, job.params.stop,
-                               job.tool_names)
+                               job.tool_names, self.loop_rule)
 
         def on_token(token_id: int) -> bool:
             delta = builder.add(token_id)
@@ -316,10 +344,15 @@ class Engine:
             job.post(Event("delta", text=delta))
         cancelled = job.cancelled.is_set()
         self.stats["cancelled" if cancelled else "completed"] += 1
+        if builder.looped:
+            self.stats["looped"] += 1
+            log.warning("request %s: repetition guard cut a looping reply after %d tokens (max_tokens %d); "
+                        "finish_reason=%s loop=True", job.id, builder.num_tokens, job.params.max_tokens,
+                        builder.finish_reason)
         job.post(Event("done", result=Result(
             content=None if builder.tool_calls else builder.content, tool_calls=builder.tool_calls,
             finish_reason=builder.finish_reason, prompt_tokens=len(job.prompt_ids),
-            completion_tokens=builder.num_tokens, cancelled=cancelled,
+            completion_tokens=builder.num_tokens, cancelled=cancelled, loop=builder.looped,
         )))
 
     def _hf_generate(self, prompt_ids: list[int], params: GenParams, on_token: Callable[[int], bool]) -> None:
