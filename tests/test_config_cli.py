@@ -25,7 +25,11 @@ def data_file(tmp_path: Path) -> Path:
 
 
 def base_yaml(data_file: Path, extra: str = "") -> str:
-    return f"model:\n  name_or_path: /nonexistent/model\ndata:\n  train_file: {data_file}\n{extra}"
+    out = data_file.parent / "run"
+    body = f"model:\n  name_or_path: /nonexistent/model\ndata:\n  train_file: {data_file}\n"
+    if "training:" not in extra:
+        body += f"training:\n  output_dir: {out}\n"
+    return body + extra
 
 
 def test_official_lora_yaml_loads(data_file: Path):

@@ -17,7 +17,7 @@ from glmtune.config.schema import GlmtuneConfig
 from glmtune.layout import get_layout
 from glmtune.layout.glm4 import rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
-from glmtune.models import load_model, load_tokenizer
+from glmtune.models import check_model_path, load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.dataset import Encoded, encode_sources, replay_sample, split_validation, to_dataset
 from glmtune.train.guard import SpikeGuard
@@ -198,6 +198,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     if not main:
         say = _silent
     precision = resolve_precision(config.training)
+    check_model_path(config.model.name_or_path)  # a wrong model path fails before anything is written
     out = Path(config.training.output_dir)
     sources = [s.path for s in data_sources(config.data.train_file)] + [
         p for p in (config.data.eval_file, config.data.replay_file) if p]
