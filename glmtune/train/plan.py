@@ -152,7 +152,7 @@ def rule_lr(method: str, params: int, n: int) -> tuple[float, str]:
     if method == "ptuning":
         return 1e-2, "prefix tuning trains few parameters from scratch: a high rate (P-tuning v2 practice)"
     if tier(params) == "tiny":
-        return 2e-3, "LoRA on a tiny model: 5e-4 moves it too slowly (measured, bench/RESULTS.md)"
+        return 2e-3, "LoRA on a tiny model: 5e-4 moves it too slowly (bench/RESULTS.md)"
     if n >= 10_000:
         return 3e-4, f"{n} samples: many steps, a lower peak than the official 5e-4"
     return 5e-4, "official GLM-4 LoRA learning rate"
@@ -216,7 +216,7 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     decide(t, "weight_decay", "training.weight_decay",
            (0.01, "mild pull towards the base weights: implicit regularisation on small data"))
     decide(t, "neftune_noise_alpha", "training.neftune_noise_alpha",
-           (0.0, "off: NEFTune's noise did not help identity or skills in the stability benchmark")
+           (0.0, "off on a tiny model: alpha-5 noise is large next to 128-wide embeddings")
            if tier(params) == "tiny" else
            ((5.0, "small data on a real model: NEFTune noise (alpha 5) against memorising phrasing")
             if n_train < 5000 else (0.0, f"{n_train} samples: enough data, no noise needed")))

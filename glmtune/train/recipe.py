@@ -102,6 +102,7 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         fp16=fp16,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN step is logged as NaN, not hidden behind an average
         save_strategy="steps",
         save_steps=int(t.eval_steps) if stop_early else t.save_steps,
         save_total_limit=t.save_total_limit,
