@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from glmtune.infer.predict import predict_file
 
     predict_file(args.model, args.data, args.out, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
-                 batch_size=args.batch_size)
+                 batch_size=args.batch_size, repetition_penalty=args.repetition_penalty)
     return 0
 
 

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--adapter", help="adapter folder written by glmtune train")
         p.add_argument("--max-new-tokens", type=int, default=256)
         if name == "predict":
+            p.add_argument("--repetition-penalty", type=float, default=None,
+                           help="penalise repeated tokens (the official default is 1.2 when sampling)")
             p.add_argument("--data", required=True, help="GLM-4 messages JSONL")
             p.add_argument("--out", required=True, help="output predictions JSONL")
             p.add_argument("--batch-size", type=int, default=16)

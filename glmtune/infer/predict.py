@@ -21,6 +21,7 @@ def predict_file(
     max_new_tokens: int = 256,
     batch_size: int = 16,
     say: Any = print,
+    repetition_penalty: float | None = None,
 ) -> list[dict[str, Any]]:
     """Generate a reply for each conversation's last assistant turn (or for its end) and write JSONL."""
     read = read_any(data, need_reply=False)
@@ -36,7 +37,8 @@ def predict_file(
         prompt, reference = conv.prompt_and_reference()
         prompts.append(prompt)
         references.append(reference)
-    gens = generate_replies(model, tokenizer, layout, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    gens = generate_replies(model, tokenizer, layout, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            repetition_penalty=repetition_penalty)
     rows = []
     for conv, prompt, ref, gen in zip(read.conversations, prompts, references, gens):
         rows.append({
