@@ -18,7 +18,7 @@ from glmtune.data.formats import CONVERTERS, FORMATS, RecordError
 from glmtune.data.formats.containers import Item, read_items
 from glmtune.data.glm4_jsonl import write_rejects
 from glmtune.data.placeholders import PLACEHOLDER, find_placeholders
-from glmtune.data.read import candidate_formats, detect_file_format
+from glmtune.data.read import detect_file_format, detection_problem
 from glmtune.data.stats import char_lengths, conversation_stats, format_stats
 from glmtune.errors import DataError, UserError
 
@@ -179,7 +179,7 @@ def _check_record(item: Item, file_format: str | None, detect: bool, sampled: in
         rec.add(*item.error)
         return rec
     if detect:
-        found = _detection_problem(item.record, file_format, sampled)
+        found = detection_problem(item.record, file_format, sampled)
         if found:
             rec.add(*found)
             return rec
@@ -218,19 +218,6 @@ def _check_record(item: Item, file_format: str | None, detect: bool, sampled: in
         if code not in seen:
             rec.add(code, reason + " (after repairs)")
     return rec
-
-
-def _detection_problem(record: Any, file_format: str | None, sampled: int) -> tuple[str, str] | None:
-    if not isinstance(record, dict):
-        return "not_an_object", f"expected a JSON object (a record), got {type(record).__name__}"
-    found = candidate_formats(record)
-    if not found or file_format is None:
-        return "unknown_format", ("record matches no known format: expected 'messages' (glm4/openai), "
-                                  "'conversations' (sharegpt) or 'instruction'/'output' (alpaca)")
-    if file_format not in found:
-        return "mixed_formats", (f"record looks like {found[0]} but the file reads as {file_format} (the "
-                                 f"majority of its first {sampled} records); split the file or pass --format")
-    return None
 
 
 def _dedupe(records: list[_Record]) -> None:

@@ -84,7 +84,7 @@ def read_any(path: str | Path, format: str | None = None, need_reply: bool = Tru
             _reject(result, item, *item.error)
             continue
         if format is None:
-            problem = _detection_problem(item.record, file_format, sampled)
+            problem = detection_problem(item.record, file_format, sampled)
             if problem:
                 _reject(result, item, *problem)
                 continue
@@ -104,7 +104,8 @@ def read_any(path: str | Path, format: str | None = None, need_reply: bool = Tru
     return result
 
 
-def _detection_problem(record: Any, file_format: str | None, sampled: int) -> tuple[str, str] | None:
+def detection_problem(record: Any, file_format: str | None, sampled: int) -> tuple[str, str] | None:
+    """Why a record does not fit the file's detected format, or None when it does."""
     if not isinstance(record, dict):
         return "not_an_object", f"expected a JSON object (a record), got {type(record).__name__}"
     found = candidate_formats(record)
