@@ -157,3 +157,22 @@ def test_verify_layout_accepts_the_real_layout_and_rejects_a_wrong_one(tiny_toke
 
     with pytest.raises(LayoutError, match="stop token"):
         verify_layout(NoEndToken(), tiny_tokenizer, varied_conversations, combine=False)
+
+
+def test_rewrite_tool_prompt_renders_the_declared_identity(tiny_model):
+    from transformers import AutoTokenizer
+
+    from glmtune.layout.base import LayoutError
+    from glmtune.layout.glm4 import rewrite_tool_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    messages = [{"role": "system", "content": "", "tools": [{"type": "function", "function": {"name": "f"}}]},
+                {"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    assert "ChatGLM" in tok.apply_chat_template(messages, tokenize=False)
+    rewrite_tool_prompt(tok, "Nova", "Acme Lab")
+    text = tok.apply_chat_template(messages, tokenize=False)
+    assert "ChatGLM" not in text and "智谱" not in text
+    assert "你是一个名为 Nova 的人工智能助手。你是由Acme Lab开发的" in text
+    assert get_layout(tok).encode(messages, combine=True).num_trained > 0
+    with pytest.raises(LayoutError, match="nothing to rewrite"):
+        rewrite_tool_prompt(tok, "Nova", "Acme Lab")  # already rewritten: the default text is gone
