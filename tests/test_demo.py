@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -36,9 +36,10 @@ def test_cache_key_depends_on_every_parameter_and_the_world() -> None:
     key = cache_key(FULL_BASE)
     assert key == cache_key(replace(FULL_BASE))
     assert key != cache_key(QUICK_BASE)
-    for change in ({"learning_rate": 1e-3}, {"epochs": 2.0}, {"conversations": 1}, {"model_seed": 1},
-                   {"data_seed": 1}, {"train_seed": 1}, {"label_smoothing": 0.0}, {"batch_size": 8}):
-        assert cache_key(replace(FULL_BASE, **change)) != key, change
+    for f in fields(FULL_BASE):
+        value = getattr(FULL_BASE, f.name)
+        changed = replace(FULL_BASE, **{f.name: value + 1 if isinstance(value, int) else value / 2 + 0.01})
+        assert cache_key(changed) != key, f.name
     assert cache_key(FULL_BASE, version="other-world") != key
     assert world_version() == world_version()
 
@@ -94,7 +95,4 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert {"base", "fine-tune", "total"} <= set(results["seconds"])
     assert any(row["kind"] == "identity" for row in results["table"])
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
-
-    said.clear()  # a second run reuses the cached base
-    run_demo(tmp_path, name="Nova", author="Acme Lab", quick=True, say=said.append)
-    assert any("reusing the cached build" in line for line in said)
+    assert results["base"]["cached"] is False

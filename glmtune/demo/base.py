@@ -58,7 +58,7 @@ class BaseParams:
 #     240-370 s, held-out identity 0.96-1.00, skills 0.00-0.03 (the budget buys formats, not yet facts).
 FULL_BASE = BaseParams()
 # A much smaller world for the end-to-end test: learns the base identity, little else (~1 minute).
-QUICK_BASE = BaseParams(conversations=4_000, identity_keep=1.0, documents=400)
+QUICK_BASE = BaseParams(conversations=3_000, identity_keep=1.0, documents=300)
 
 
 def world_version() -> str:
@@ -169,6 +169,13 @@ def document_samples(tokenizer: Any, texts: list[str], budget: int, max_length: 
     return [{"input_ids": row, "labels": list(row)} for row in rows]
 
 
+def drop_checkpoints(run_dir: Path) -> None:
+    """Delete the Trainer's ``checkpoint-*`` folders (weights + optimizer state); the final model is kept."""
+    for path in Path(run_dir).glob("checkpoint-*"):
+        if path.is_dir():
+            shutil.rmtree(path)
+
+
 def base_train_config(tiny_dir: Path, train_file: Path, out_dir: Path, params: BaseParams) -> Any:
     """The full fine-tuning config of the warm-up; every planner value is set explicitly."""
     from glmtune.config.schema import GlmtuneConfig
@@ -244,6 +251,7 @@ def _build(out_dir: Path, base_dir: Path, params: BaseParams, key: str, say: Say
     result = train(base_train_config(tiny_dir, train_file, base_dir, params), say=log_lines.append,
                    extra_train_samples=docs)
     (base_dir / "train_output.txt").write_text("\n".join(str(x) for x in log_lines) + "\n", encoding="utf-8")
+    drop_checkpoints(base_dir)
     seconds = round(time.perf_counter() - started, 1)
     info = {
         "key": key,
