@@ -64,7 +64,9 @@ def test_learning_rate_100x_recovers_with_the_guard(tmp_path, warm_model):
 
     unguarded = run(tmp_path, warm_model, data, "unguarded", stability={"enabled": False}, **common)
     assert not unguarded["guard_events"]
-    assert not math.isfinite(unguarded["final_loss"]) or unguarded["final_loss"] > guarded["final_loss"]
+    rows = [json.loads(line) for line in (tmp_path / "unguarded" / "log.jsonl").read_text().splitlines()]
+    peak = max(r["loss"] for r in rows if "loss" in r and "epoch" in r)
+    assert not math.isfinite(peak) or peak > 2 * unguarded["first_loss"]  # the torture really explodes
 
     from glmtune.infer.generate import generate_replies
     from glmtune.layout import get_layout
