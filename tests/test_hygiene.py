@@ -47,10 +47,14 @@ def test_resume_refuses_changed_config_or_data_unless_forced(tmp_path):
 
 
 def test_auto_resume_skips_torn_checkpoints(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     good = tmp_path / "checkpoint-10"
     good.mkdir()
-    for name in ("trainer_state.json", "optimizer.pt", "adapter_model.safetensors"):
-        (good / name).write_text("x")
+    (good / "trainer_state.json").write_text("{}")
+    (good / "optimizer.pt").write_text("x")
+    save_file({"w": torch.zeros(1)}, str(good / "adapter_model.safetensors"))
     torn = tmp_path / "checkpoint-20"
     torn.mkdir()
     (torn / "adapter_model.safetensors").write_text("half")
