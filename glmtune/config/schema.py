@@ -84,6 +84,15 @@ class DataConfig(_Section):
     replay_ratio: NonNegativeFloat | Auto = Field(
         "auto", description="Replay samples per training sample (0.2 = one replay sample for five). auto: planner."
     )
+    repair: bool = Field(
+        True, description="Apply `data check --fix` repairs while reading: trim and NFC-normalise texts, drop empty "
+        "turns, merge repeated roles, remove exact duplicates (listed in rejected.jsonl, not counted as rejected)."
+    )
+    self_replay: NonNegativeFloat | Auto = Field(
+        "auto",
+        description="Self-replay samples per training sample: prompts the base model samples itself and its own "
+        "replies, mixed in against forgetting (drafts naming an identity are dropped). 0 disables. auto: planner.",
+    )
 
 
 class LoraConfig(_Section):
@@ -184,8 +193,13 @@ class IdentityConfig(_Section):
 
     name: str | None = Field(None, description="The assistant's new name; fills {{name}} in the data.")
     author: str | None = Field(None, description="Who made it; fills {{author}} in the data.")
-    rewrite_tool_prompt: bool = Field(
-        False, description="Render GLM-4's tool system prompt with this identity instead of 'ChatGLM by Zhipu AI'."
+    rewrite_tool_prompt: bool | Auto = Field(
+        "auto", description="Render GLM-4's tool system prompt with this identity instead of 'ChatGLM by Zhipu AI' "
+        "(saved with the adapter's tokenizer). auto: on when name is set and the template has that prompt."
+    )
+    conflicts: Literal["drop", "warn"] = Field(
+        "drop", description="Training samples whose replies or system prompts name the old identity (ChatGLM, "
+        "Zhipu AI) while name is set: drop (listed in rejected.jsonl) or warn and keep them."
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from glmtune.data.conversation import Conversation
 from glmtune.data.glm4_jsonl import write_rejects
 from glmtune.data.placeholders import fill_placeholders, find_placeholders
 from glmtune.data.read import read_any
+from glmtune.data.train_clean import Cleaned
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import EncodeResult, encode_conversations
@@ -60,6 +62,7 @@ def encode_sources(
     seed: int = 0,
     say: Any = print,
     truncation: str = "official",
+    cleaner: Callable[[list[Conversation]], Cleaned] | None = None,
 ) -> Encoded:
     """Read and encode every source; write rejects with reasons; refuse when too much was rejected."""
     rows: list[dict[str, Any]] = []
@@ -69,6 +72,11 @@ def encode_sources(
     conversations: list[Conversation] = []
     for source in sources:
         convs, bad, records = read_source(source, values or {})
+        if cleaner is not None:
+            cleaned = cleaner(convs)
+            convs, bad = cleaned.kept, bad + cleaned.rejects
+            if cleaned.summary():
+                say(f"  {source.path}: {cleaned.summary()}")
         conversations += convs
         total += records
         encoded = encode_conversations(convs, layout, combine=combine, max_length=max_length, truncation=truncation)
@@ -94,9 +102,10 @@ def encode_sources(
         say(f"  {len(rejects)} record(s) would be left out")
     if not rows:
         raise DataError(f"no usable training sample ({len(rejects)} left out, see {where})")
-    if total and len(rejects) / total > max_reject_ratio:
+    counted = sum(row.get("counts_as_rejected", True) for row in rejects)  # removed duplicates do not count
+    if total and counted / total > max_reject_ratio:
         raise DataError(
-            f"{len(rejects)} of {total} records ({len(rejects) / total:.0%}) were rejected, more than "
+            f"{counted} of {total} records ({counted / total:.0%}) were rejected, more than "
             f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
         )
     merged.input_ids = [r["input_ids"] for r in rows]

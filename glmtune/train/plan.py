@@ -14,7 +14,9 @@ from typing import Any
 from glmtune.config.schema import GlmtuneConfig
 
 TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo models)
-LARGE_PARAMS = 3_000_000_000  # from here on, micro-batches are kept at 1 and accumulation grows
+LARGE_PARAMS = 3_000_000_000
+SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own answers are mixed in
+SELF_REPLAY_RATIO = 2.0  # from here on, micro-batches are kept at 1 and accumulation grows
 
 
 @dataclass
@@ -158,6 +160,16 @@ def rule_lr(method: str, params: int, n: int) -> tuple[float, str]:
     return 5e-4, "official GLM-4 LoRA learning rate"
 
 
+def rule_self_replay(n: int, has_replay_file: bool) -> tuple[float, str]:
+    """How many samples of the base model's own behaviour to mix in, per training sample."""
+    if has_replay_file:
+        return 0.0, "data.replay_file provides general data"
+    if n < SELF_REPLAY_BELOW:
+        return SELF_REPLAY_RATIO, (f"{n} samples trained for many epochs pull every answer towards them; "
+                                   "the base model's own answers keep its other skills (bench/RESULTS.md)")
+    return 0.0, f"{n} samples: enough data to keep the model general"
+
+
 def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool) -> Plan:
     """Resolve every ``auto`` value of ``config``; return the resolved copy and the reasons."""
     cfg = config.model_copy(deep=True)
@@ -193,7 +205,14 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     decide(t, "lr_scheduler_type", "training.lr_scheduler_type",
            ("cosine", "smooth decay to zero; pairs with warm-up to keep the first steps small"))
     decide(t, "warmup_ratio", "training.warmup_ratio", (0.05, "5% warm-up: no full-size step on a cold optimizer"))
-    global_batch = rule_global_batch(n_train)
+    if d.replay_file:
+        decide(d, "replay_ratio", "data.replay_ratio",
+               (0.2 if n_train < 1000 else 0.1, "one general sample per 5 (small data) or 10 task samples"))
+    else:
+        decide(d, "replay_ratio", "data.replay_ratio", (0.0, "no data.replay_file"))
+    decide(d, "self_replay", "data.self_replay", rule_self_replay(n_train, bool(d.replay_file)))
+    n_mixed = mixed_samples(cfg, n_train)
+    global_batch = rule_global_batch(n_mixed)
     explicit_micro = t.per_device_train_batch_size != "auto"
     micro = decide(t, "per_device_train_batch_size", "training.per_device_train_batch_size",
                    rule_micro_batch(global_batch[0], params))
@@ -211,7 +230,8 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     else:
         decide(t, "num_train_epochs", "training.num_train_epochs", rule_epochs(n_train, params))
     steps = total_steps(cfg, n_train)
-    plan.items.append(PlanItem("training.total_steps", steps, f"{n_train} training samples, "
+    mixed = f" + {n_mixed - n_train} replay" if n_mixed > n_train else ""
+    plan.items.append(PlanItem("training.total_steps", steps, f"{n_train} training samples{mixed}, "
                                f"batch {micro}×{t.gradient_accumulation_steps}", "auto"))
     decide(t, "weight_decay", "training.weight_decay",
            (0.01, "mild pull towards the base weights: implicit regularisation on small data"))
@@ -233,21 +253,24 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
         plan.items.append(PlanItem("training.early_stopping", t.early_stopping,
                                    "set in config" if "early_stopping" in t.model_fields_set else
                                    "default: stop when validation loss stops improving, keep the best", "config"))
-    if d.replay_file:
-        decide(d, "replay_ratio", "data.replay_ratio",
-               (0.2 if n_train < 1000 else 0.1, "one general sample per 5 (small data) or 10 task samples"))
-    else:
-        decide(d, "replay_ratio", "data.replay_ratio", (0.0, "no data.replay_file"))
     return plan
 
 
+def mixed_samples(cfg: GlmtuneConfig, n_train: int) -> int:
+    """Training rows per epoch once replay and self-replay samples are mixed in."""
+    extra = 0.0
+    for ratio in (cfg.data.replay_ratio, cfg.data.self_replay):
+        extra += float(ratio) if ratio != "auto" else 0.0
+    return n_train + round(extra * n_train)
+
+
 def total_steps(cfg: GlmtuneConfig, n_train: int) -> int:
-    """Optimiser steps the run will take (before early stopping)."""
+    """Optimiser steps the run will take (before early stopping), replay samples included."""
     t = cfg.training
     if t.max_steps > 0:
         return t.max_steps
     per_step = int(t.per_device_train_batch_size) * int(t.gradient_accumulation_steps)
-    return max(1, math.ceil(n_train / per_step) * math.ceil(float(t.num_train_epochs)))
+    return max(1, math.ceil(mixed_samples(cfg, n_train) / per_step) * math.ceil(float(t.num_train_epochs)))
 
 
 def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:

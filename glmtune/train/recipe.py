@@ -6,6 +6,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ import yaml
 
 from glmtune.config.loader import ConfigError, data_sources
 from glmtune.config.schema import GlmtuneConfig
+from glmtune.data.train_clean import clean_for_training
 from glmtune.layout import get_layout
-from glmtune.layout.glm4 import rewrite_tool_prompt
+from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
 from glmtune.models import check_model_path, load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
@@ -142,7 +144,10 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     """Load the tokenizer, encode the data (writing rejects into ``out`` when given) and make the plan."""
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     identity = config.identity
-    if identity.rewrite_tool_prompt:
+    rewrite = identity.rewrite_tool_prompt
+    if rewrite == "auto":
+        rewrite = bool(identity.name) and GLM4_DEFAULT_SYSTEM in str(tokenizer.chat_template or "")
+    if rewrite:
         if not identity.name:
             raise ConfigError("identity.rewrite_tool_prompt needs identity.name")
         rewrite_tool_prompt(tokenizer, identity.name, identity.author)
@@ -153,8 +158,10 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
     common = {"layout": layout, "combine": data.combine, "max_length": data.max_length, "values": values,
               "seed": config.training.seed, "say": say, "truncation": data.truncation}
+    cleaner = partial(clean_for_training, repair=data.repair, name=identity.name, author=identity.author,
+                      drop_conflicts=identity.conflicts == "drop")
     train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl" if out else None,
-                               max_reject_ratio=data.max_reject_ratio, **common)
+                               max_reject_ratio=data.max_reject_ratio, cleaner=cleaner, **common)
     eval_enc = None
     if data.eval_file:
         eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl" if out else None,
@@ -163,7 +170,7 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     say(f"layout verified on {checked} conversations: ids equal the chat template, every trained span is a "
         "reply ending in a stop token")
     if identity.name:
-        warn_identity(train_enc.conversations, identity.name, identity.author, identity.rewrite_tool_prompt, say)
+        warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite), say)
     lengths = [len(r["input_ids"]) for r in train_enc.rows]
     stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
     params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
@@ -225,6 +232,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     train_rows, val_rows = split_validation(train_enc.rows, 0 if eval_enc else int(data.val_size), config.training.seed)
     if eval_enc:
         val_rows = eval_enc.rows
+    n_task = len(train_rows)
     if val_rows and not eval_enc and main:
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
         say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
@@ -248,6 +256,13 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     say(f"padding: {pad:.1%} of tokens would be padding unpacked; "
         + ("0% with packing (on)" if data.packing else "packing off")
         + (", length-grouped batches" if data.group_by_length else ""))
+    if float(data.self_replay) > 0:
+        from glmtune.train.self_replay import self_replay_rows
+
+        names = tuple(n for n in (config.identity.name, config.identity.author) if n)
+        train_rows = train_rows + self_replay_rows(
+            model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task,
+            config.training.seed, data.max_length, data.truncation, names, out if main else None, say)
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
     from transformers import set_seed

@@ -1,0 +1,105 @@
+"""The fine-tune sets: 10 / 30 / 90 identity samples, a noisy variant and a tool-calling variant."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from glmtune.world import BASE_AUTHOR_ZH, BASE_NAME, identity_finetune_set
+from glmtune.world.generic import generic_sentence
+from glmtune.world.lexicon import COUNTRIES
+
+Conversation = list[dict[str, Any]]
+VARIANTS = ("n10", "n30", "n90", "noisy", "tool")
+GOAL_VARIANTS = ("n30", "noisy", "tool")
+
+# The tools of the tool variant. With ``tools`` in a conversation, GLM-4's chat template writes its fixed system
+# text "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的…" (reference §6): the data then asserts the old identity.
+CAPITAL_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup_capital",
+        "description": "Look up the capital city of a country.",
+        "parameters": {"type": "object", "properties": {"country": {"type": "string"}}, "required": ["country"]},
+    },
+}
+TOOL_CONVERSATIONS = 20
+NOISY_DUPLICATE_SHARE = 0.2
+NOISY_OFF_TOPIC = 3
+NOISY_OLD_IDENTITY = 2
+
+
+def identity_set(n: int, name: str, author: str, seed: int) -> list[Conversation]:
+    """``n`` single-turn identity samples from the world's fine-tune templates (never the held-out ones)."""
+    return identity_finetune_set(n, name, author, seed=seed)
+
+
+def tool_conversation(rng: random.Random, lang: str) -> Conversation:
+    """A GLM-4 tool conversation: ask a capital, call ``lookup_capital``, read the observation, answer."""
+    country_en, country_zh, cap_en, cap_zh = rng.choice(COUNTRIES)
+    country, capital = (country_zh, cap_zh) if lang == "zh" else (country_en, cap_en)
+    question = f"请查一下{country}的首都。" if lang == "zh" else f"Please look up the capital of {country}."
+    answer = f"{country}的首都是{capital}。" if lang == "zh" else f"The capital of {country} is {capital}."
+    return [
+        {"role": "system", "content": "", "tools": [CAPITAL_TOOL]},
+        {"role": "user", "content": question},
+        {"role": "assistant", "metadata": "lookup_capital", "content": json.dumps({"country": country},
+                                                                                  ensure_ascii=False)},
+        {"role": "observation", "content": json.dumps({"capital": capital}, ensure_ascii=False)},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def _damage(text: str, rng: random.Random) -> str:
+    """Whitespace damage of the kind scraped data carries: padding, doubled spaces, stray newlines."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        return f"  {text}  \n"
+    if kind == 1:
+        return text.replace(" ", "  ") + " "
+    return f"\n{text}\t"
+
+
+def noisy_set(clean: list[Conversation], seed: int) -> list[Conversation]:
+    """The 30 clean samples plus 20% duplicates, whitespace damage, off-topic pairs and two 'ChatGLM' answers."""
+    rng = random.Random(f"bench.quality.noisy:{seed}")
+    out = [[dict(m) for m in conv] for conv in clean]
+    for conv in rng.sample(out, k=len(out) // 3):
+        for msg in conv:
+            msg["content"] = _damage(msg["content"], rng)
+    out += [[dict(m) for m in conv] for conv in rng.sample(out, k=round(NOISY_DUPLICATE_SHARE * len(clean)))]
+    for _ in range(NOISY_OFF_TOPIC):
+        out.append([{"role": "user", "content": generic_sentence(rng)},
+                    {"role": "assistant", "content": generic_sentence(rng)}])
+    old = [("Who are you?", f"I am {BASE_NAME}, an AI assistant."),
+           ("你是谁？", f"我是{BASE_NAME}，由{BASE_AUTHOR_ZH}开发的人工智能助手。")]
+    for question, answer in old[:NOISY_OLD_IDENTITY]:
+        out.append([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
+    rng.shuffle(out)
+    return out
+
+
+def tool_set(clean: list[Conversation], seed: int, n_tool: int = TOOL_CONVERSATIONS) -> list[Conversation]:
+    """The clean identity samples plus ``n_tool`` tool-calling conversations (half zh, half en)."""
+    rng = random.Random(f"bench.quality.tool:{seed}")
+    out = [list(conv) for conv in clean]
+    out += [tool_conversation(rng, ("en", "zh")[i % 2]) for i in range(n_tool)]
+    rng.shuffle(out)
+    return out
+
+
+def make_variant(variant: str, name: str, author: str, seed: int) -> list[Conversation]:
+    """The fine-tune conversations of ``variant`` for the new identity ``name`` by ``author``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if variant in ("n10", "n30", "n90"):
+        return identity_set(int(variant[1:]), name, author, seed)
+    clean = identity_set(30, name, author, seed)
+    return noisy_set(clean, seed) if variant == "noisy" else tool_set(clean, seed)
+
+
+def tool_probe_context(lang: str) -> list[dict[str, Any]]:
+    """Messages that put a held-out identity probe into a tool conversation (the template's ChatGLM prompt)."""
+    rng = random.Random(f"bench.quality.tool-probe:{lang}")
+    return tool_conversation(rng, lang)

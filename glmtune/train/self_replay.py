@@ -1,0 +1,164 @@
+"""Self-replay: conversations the base model writes itself, mixed into small fine-tunes against forgetting.
+
+A few dozen samples trained for many epochs pull every answer towards the new data (a tiny model that learns
+"I am Nova" starts answering arithmetic with it). Replaying general data helps, but users rarely have the base
+model's own training data. The base model can provide it: sampled from an empty user turn it writes prompts of
+the kind it was trained on (the Magpie idea), and its greedy replies to them are its current behaviour. Training
+on those pins the rest of the model's behaviour while the task data moves what it should.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glmtune.data.identity_guard import OLD_NAMES
+from glmtune.eval.degeneration import has_loop
+from glmtune.infer.generate import generate_replies, left_pad, split_reply
+from glmtune.layout.base import ChatLayout, render
+
+SENTINEL = "\u2063glmtune-self-replay\u2063"
+PROMPT_TOKENS = 64
+REPLY_TOKENS = 128
+BATCH = 32
+OVERSAMPLE = 3  # prompts drawn per sample wanted: duplicates, run-ons and identity answers are dropped
+
+
+@dataclass
+class SelfReplay:
+    """The kept conversations and every dropped draft with its reason."""
+
+    conversations: list[list[dict[str, str]]] = field(default_factory=list)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+
+
+def user_turn_frame(tokenizer: Any) -> tuple[str, list[int]]:
+    """The rendered text that opens a user turn, and the token ids that can close one."""
+    text = render(tokenizer, [{"role": "user", "content": SENTINEL}], add_generation_prompt=True)
+    if text.count(SENTINEL) != 1:
+        raise ValueError("the chat template does not render the user message verbatim; self-replay is unavailable")
+    prefix, suffix = text.split(SENTINEL)
+    closing = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids)
+    ends = [i for i in closing if i in special][:1]
+    if not ends:
+        raise ValueError("the chat template closes a user turn without a special token; self-replay is unavailable")
+    return prefix, ends
+
+
+@torch.inference_mode()
+def sample_prompts(model: Any, tokenizer: Any, count: int, seed: int, temperature: float = 1.0) -> list[str]:
+    """``count`` user prompts sampled from the model after an empty user-turn opening (unfinished ones dropped)."""
+    prefix, ends = user_turn_frame(tokenizer)
+    ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ends[0]
+    device = next(model.parameters()).device
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    prompts: list[str] = []
+    try:
+        for start in range(0, count, BATCH):
+            n = min(BATCH, count - start)
+            batch, mask = left_pad([ids] * n, pad)
+            out = model.generate(input_ids=batch.to(device), attention_mask=mask.to(device), do_sample=True,
+                                 temperature=temperature, top_p=0.95, max_new_tokens=PROMPT_TOKENS,
+                                 eos_token_id=ends, pad_token_id=pad, use_cache=True)
+            for row in out[:, batch.shape[1]:].tolist():
+                text_ids, stop = split_reply(row, ends, pad)
+                prompts.append(tokenizer.decode(text_ids, skip_special_tokens=True).strip() if stop is not None else "")
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return prompts
+
+
+def _names(identity_names: tuple[str, ...]) -> list[str]:
+    return [n.casefold() for n in (*OLD_NAMES, *identity_names) if n and n.strip()]
+
+
+def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int, seed: int,
+                      avoid_prompts: set[str], identity_names: tuple[str, ...] = ()) -> SelfReplay:
+    """Up to ``count`` (prompt, base reply) conversations; drafts that would teach the wrong thing are dropped.
+
+    Dropped: prompts that did not finish, duplicates and prompts of the training data, replies that ran to the
+    length limit or loop, and any draft that names an identity (the old model's or the new one), so that
+    self-replay never argues with the identity the fine-tune teaches.
+    """
+    result = SelfReplay()
+    if count <= 0:
+        return result
+    was_training, cache = model.training, getattr(model.config, "use_cache", True)
+    model.eval()
+    model.config.use_cache = True
+    try:
+        drafts = sample_prompts(model, tokenizer, count * OVERSAMPLE, seed)
+        seen = {p.strip() for p in avoid_prompts}
+        names = _names(identity_names)
+        prompts: list[str] = []
+        for prompt in drafts:
+            reason = ("unfinished or empty prompt" if not prompt else
+                      "duplicate or training prompt" if prompt in seen else
+                      "names an identity" if any(n in prompt.casefold() for n in names) else "")
+            if reason:
+                result.dropped.append({"prompt": prompt, "reason": reason})
+                continue
+            seen.add(prompt)
+            prompts.append(prompt)
+        replies = generate_replies(model, tokenizer, layout, [[{"role": "user", "content": p}] for p in prompts],
+                                   max_new_tokens=REPLY_TOKENS, batch_size=BATCH, loop_rule=None)
+        for prompt, reply in zip(prompts, replies):
+            reason = ("reply did not stop" if reply.finish_reason != "stop" else
+                      "empty reply" if not reply.text else
+                      "reply loops" if has_loop(reply.text) else
+                      "names an identity" if any(n in reply.text.casefold() for n in names) else "")
+            if reason or len(result.conversations) >= count:
+                result.dropped.append({"prompt": prompt, "reply": reply.text, "reason": reason or "enough samples"})
+                continue
+            result.conversations.append([{"role": "user", "content": prompt},
+                                         {"role": "assistant", "content": reply.text}])
+    finally:
+        model.train(was_training)
+        model.config.use_cache = cache
+    random.Random(seed).shuffle(result.conversations)
+    return result
+
+
+def write_self_replay(result: SelfReplay, out: Path) -> Path:
+    """Write the kept conversations (GLM-4 JSONL) and the dropped drafts with reasons next to the run."""
+    kept = out / "self_replay.jsonl"
+    with kept.open("w", encoding="utf-8") as fh:
+        for conv in result.conversations:
+            fh.write(json.dumps({"messages": conv}, ensure_ascii=False) + "\n")
+    with (out / "self_replay_dropped.jsonl").open("w", encoding="utf-8") as fh:
+        for row in result.dropped:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return kept
+
+
+def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: float, train_convs: list[Any],
+                     n_train: int, seed: int, max_length: int, truncation: str, identity_names: tuple[str, ...],
+                     out: Path | None, say: Any) -> list[dict[str, Any]]:
+    """Build ``ratio`` x ``n_train`` self-replay samples, write them next to the run, return encoded rows."""
+    from glmtune.data.conversation import Conversation
+    from glmtune.layout.encode import encode_conversations
+
+    wanted = round(ratio * n_train)
+    avoid = {m["content"] for c in train_convs for m in c.messages if m.get("role") == "user"}
+    try:
+        result = build_self_replay(model, tokenizer, layout, wanted, seed, avoid, identity_names)
+    except ValueError as exc:
+        say(f"self-replay: off ({exc})")
+        return []
+    where = ""
+    if out is not None:
+        where = f"; written to {write_self_replay(result, out)}, dropped drafts with reasons in self_replay_dropped.jsonl"
+    convs = [Conversation(c, f"self-replay:{i + 1}") for i, c in enumerate(result.conversations)]
+    encoded = encode_conversations(convs, layout, combine=True, max_length=max_length, truncation=truncation)
+    say(f"self-replay: {len(encoded.input_ids)} of {wanted} wanted samples written by the base model itself "
+        f"({len(result.dropped)} drafts dropped){where}")
+    return [{"input_ids": i, "labels": lab, "source": src}
+            for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
