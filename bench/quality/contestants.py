@@ -96,7 +96,8 @@ def _train_peer(peer: str, base: Path, train_file: Path, out_dir: Path, seed: in
     from bench.peers.run import PeerSpec, run_peer
 
     spec = PeerSpec(model_dir=str(base), train_jsonl=str(train_file), out_dir=str(out_dir),
-                    num_epochs=epochs, max_length=MAX_LENGTH, seed=seed, **PEER_SETTINGS[peer])
+                    num_epochs=epochs, max_length=MAX_LENGTH, seed=seed, device="cpu", bf16=False,
+                    **PEER_SETTINGS[peer])
     result = run_peer(peer, spec)
     if result.returncode != 0:
         raise RuntimeError(f"{peer} failed with exit code {result.returncode}; see {result.log_path}")

@@ -15,6 +15,9 @@ MAX_NEW_TOKENS = 48  # every world answer is far shorter: a reply that reaches t
 SKILL_PROBES = 80
 GENERAL_PROBES = 40
 OLD_NAMES = (BASE_NAME, "GLM")
+# Identity questions asked inside a tool conversation: no base or fine-tune set ever shows such a conversation,
+# so they are reported per context as a diagnostic and kept out of the headline adoption / leakage.
+DIAGNOSTIC_CONTEXTS = ("after_tool",)
 OLD_AUTHORS = (BASE_AUTHOR_EN, BASE_AUTHOR_ZH, "Zhipu", "智谱")
 
 
@@ -70,7 +73,11 @@ def probe_set(probes_file: str | None = None, general_file: str | None = None) -
     else:
         rows = general_probes(GENERAL_PROBES)
         general, refs = [r["messages"] for r in rows], [r["reference"] for r in rows]
-    return ProbeSet(identity, tags, skill_probes(SKILL_PROBES), general, refs)
+    skills = skill_probes(SKILL_PROBES)
+    if not general_file:  # the bundled general prompts are skill questions with a key: they count as skills too
+        skills += [SkillItem(r["kind"], r["lang"], r["messages"][0]["content"], r["reference"], r["key"])
+                   for r in rows]
+    return ProbeSet(identity, tags, skills, general, refs)
 
 
 
@@ -99,7 +106,8 @@ def score(gens: dict[str, Any], probes: ProbeSet, name: str, author: str,
     from glmtune.eval.text_metrics import text_metrics
 
     identity = [g.text for g in gens["identity"]]
-    ids = identity_scores(identity, name, author, old_names=OLD_NAMES, old_authors=OLD_AUTHORS)
+    headline = [t for t, k in zip(identity, probes.identity_tags) if k not in DIAGNOSTIC_CONTEXTS]
+    ids = identity_scores(headline, name, author, old_names=OLD_NAMES, old_authors=OLD_AUTHORS)
     by_context: dict[str, dict[str, float]] = {}
     for tag in sorted(set(probes.identity_tags)):
         picked = [t for t, k in zip(identity, probes.identity_tags) if k == tag]

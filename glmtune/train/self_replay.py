@@ -55,7 +55,10 @@ def user_turn_frame(tokenizer: Any) -> tuple[str, list[int]]:
 def sample_prompts(model: Any, tokenizer: Any, count: int, seed: int, temperature: float = 1.0) -> list[str]:
     """``count`` user prompts sampled from the model after an empty user-turn opening (unfinished ones dropped)."""
     prefix, ends = user_turn_frame(tokenizer)
-    ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    # The model writes the whitespace after the role marker itself ("\n" often merges with the first word), and
+    # a prompt ends at any special token: the template's closing token, an end of text or a new role marker.
+    ids = tokenizer(prefix.rstrip(), add_special_tokens=False)["input_ids"]
+    ends = sorted(set(ends) | set(tokenizer.all_special_ids))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ends[0]
     device = next(model.parameters()).device
     generator_state = torch.random.get_rng_state()

@@ -1,0 +1,90 @@
+"""Training-time repair, deduplication and identity-conflict filtering; self-replay's prompt framing and filters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from glmtune.config.schema import DataSource
+from glmtune.data.conversation import Conversation
+from glmtune.data.train_clean import clean_for_training
+from glmtune.errors import DataError
+from glmtune.infer.generate import Generation
+from glmtune.layout.base import get_layout
+from glmtune.train import self_replay
+from glmtune.train.dataset import encode_sources
+
+
+def conv(q: str, a: str, source: str) -> Conversation:
+    return Conversation([{"role": "user", "content": q}, {"role": "assistant", "content": a}], source)
+
+
+def test_repairs_dedupes_after_repair_and_drops_old_identity() -> None:
+    convs = [conv("Who are you?", "I am Nova.", "f:1"), conv("  Who are you?\n", "I am Nova. ", "f:2"),
+             conv("你是谁？", "我是ChatGLM，由智谱AI开发。", "f:3"), conv("Hi", "I am GLM-4-Helper by Nova Labs.", "f:4")]
+    out = clean_for_training(convs, repair=True, name="GLM-4-Helper", author="Nova Labs", drop_conflicts=True)
+    assert [c.source for c in out.kept] == ["f:1", "f:4"]  # a new name containing an old one is not a conflict
+    codes = {r["source"]: r["code"] for r in out.rejects}
+    assert codes == {"f:2": "duplicate", "f:3": "identity_conflict"}
+    assert out.duplicates == 1 and out.conflicts == 1 and out.repairs["trimmed_whitespace"] == 1
+    dup = next(r for r in out.rejects if r["code"] == "duplicate")
+    assert dup["counts_as_rejected"] is False and "f:1" in dup["reason"] and json.loads(dup["raw"])["messages"]
+    assert "ChatGLM" in next(r for r in out.rejects if r["code"] == "identity_conflict")["reason"]
+
+
+def test_warn_mode_and_no_repair_keep_everything() -> None:
+    convs = [conv("Who are you?", "I am ChatGLM.", "f:1"), conv("Who are you?", "I am ChatGLM.", "f:2")]
+    out = clean_for_training(convs, repair=False, name="Nova", author=None, drop_conflicts=False)
+    assert len(out.kept) == 2 and not out.rejects and out.summary() == ""
+
+
+def test_duplicates_do_not_count_towards_the_reject_ratio(tmp_path: Path, tiny_tokenizer) -> None:
+    rows = [{"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Nova."}]}]
+    rows = rows * 5 + [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "I am ChatGLM."}]}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    layout = get_layout(tiny_tokenizer)
+
+    def cleaner(convs):
+        return clean_for_training(convs, True, "Nova", None, True)
+
+    enc = encode_sources([DataSource(path=str(path))], layout, True, 256, tmp_path / "rej.jsonl", cleaner=cleaner,
+                         max_reject_ratio=0.2, say=lambda *_: None)
+    assert len(enc.rows) == 1  # 4 duplicates removed (not counted) + 1 conflict (1 of 6 = 17% <= 20%)
+    lines = (tmp_path / "rej.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5  # nothing lost: every left-out record is listed
+    with pytest.raises(DataError, match="1 of 6 records"):
+        encode_sources([DataSource(path=str(path))], layout, True, 256, None, cleaner=cleaner,
+                       max_reject_ratio=0.1, say=lambda *_: None)
+
+
+def test_user_turn_frame_glm4(tiny_tokenizer) -> None:
+    prefix, ends = self_replay.user_turn_frame(tiny_tokenizer)
+    assert prefix == "[gMASK]<sop><|user|>\n"
+    assert ends == [tiny_tokenizer.convert_tokens_to_ids("<|assistant|>")]
+
+
+def test_self_replay_filters_drafts(monkeypatch: pytest.MonkeyPatch, tiny_model: Path, tiny_tokenizer) -> None:
+    from glmtune.models import load_model
+
+    drafts = ["What is 2 plus 3?", "", "What is 2 plus 3?", "Are you ChatGLM?", "train prompt", "Say hi",
+              "Count on", "Loop please"]
+    replies = {"What is 2 plus 3?": Generation("5", "stop", 2), "Say hi": Generation("hi", "stop", 2),
+               "Count on": Generation("1 2 3", "length", 48),
+               "Loop please": Generation("la la la la la la la la la la la la la la la la", "stop", 30)}
+    monkeypatch.setattr(self_replay, "sample_prompts", lambda *a, **k: drafts)
+    monkeypatch.setattr(self_replay, "generate_replies",
+                        lambda m, t, lay, prompts, **k: [replies[p[0]["content"]] for p in prompts])
+    model = load_model(str(tiny_model))
+    model.train()
+    model.config.use_cache = False
+    result = self_replay.build_self_replay(model, tiny_tokenizer, get_layout(tiny_tokenizer), 5, 0,
+                                           {"train prompt"}, ("Nova",))
+    kept = sorted(c[0]["content"] for c in result.conversations)
+    assert kept == ["Say hi", "What is 2 plus 3?"]
+    reasons = sorted(d["reason"] for d in result.dropped)
+    assert reasons == ["duplicate or training prompt", "duplicate or training prompt", "names an identity",
+                       "reply did not stop", "reply loops", "unfinished or empty prompt"]
+    assert model.training is True and model.config.use_cache is False  # the training state is restored
