@@ -147,29 +147,38 @@ def fault_pause(step: int) -> None:
 
 
 def _errno_of(exc: BaseException) -> int | None:
-    if isinstance(exc, OSError) and exc.errno:
-        return exc.errno
-    match = re.search(r"(?:os error|code:)\s*(\d+)", str(exc))  # safetensors (Rust) I/O errors
-    return int(match.group(1)) if match else None
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        match = re.search(r"(?:os error|code:)\s*(\d+)", str(seen))  # safetensors (Rust) I/O errors
+        if match:
+            return int(match.group(1))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def save_error(exc: BaseException, final: Path, previous: Path | None) -> BaseException:
-    """A clear ``UserError`` for an I/O failure while saving ``final``; other errors are returned unchanged."""
+    """A clear ``UserError`` for an I/O failure while saving ``final``; other errors are returned unchanged.
+
+    Call it before removing the partial folder: torch.save reports a full disk without an errno
+    ("iostream error"), so a disk with under 1 MiB free at that moment is taken as the cause.
+    """
     code = _errno_of(exc)
-    if code is None and isinstance(exc, RuntimeError) and "write" in str(exc).lower():
-        try:  # torch.save reports a full disk only as "file write failed"
+    if code is None:
+        try:
             if shutil.disk_usage(final.parent).free < 1 << 20:
                 code = errno.ENOSPC
         except OSError:
             pass
-    if code is None and not isinstance(exc, OSError):
+    if code is None:
         return exc
-    where = getattr(exc, "filename", None) or final
-    meaning = f"{errno.errorcode.get(code, code)}: {os.strerror(code)}" if code else str(exc)
+    where = getattr(exc, "filename", None) or final.with_name(f"{STAGING_PREFIX}{checkpoint_step(final)}")
+    meaning = f"{errno.errorcode.get(code, code)}: {os.strerror(code)}"
     kept = (f"the previous checkpoint {previous} is intact" if previous is not None
             else "no earlier checkpoint exists")
     hint = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some quota",
             errno.EACCES: "check the folder's permissions", errno.EPERM: "check the folder's permissions",
-            errno.EROFS: "write to a writable file system"}.get(code or 0, "fix the problem")
+            errno.EROFS: "write to a writable file system"}.get(code, "fix the problem")
     return UserError(f"could not save checkpoint {final} ({meaning}; at {where}); the partial checkpoint was "
                      f"removed and {kept}. {hint.capitalize()}, then continue with --resume auto")

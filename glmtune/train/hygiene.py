@@ -105,12 +105,10 @@ def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
             raise UserError(f"--resume {resume}: not a complete checkpoint (no trainer_state.json)")
         if not (is_complete(path) and readable(path)):
             raise UserError(f"--resume {resume}: the checkpoint is torn (files missing, truncated or unreadable)")
-        say(f"resuming from {path}")
         return str(path)
     for path in reversed(checkpoints(out)):
         complete = is_complete(path)
         if complete and readable(path):
-            say(f"resuming from {path}")
             return str(path)
         say(f"warning: ignoring torn checkpoint {path} ({'unreadable' if complete else 'incomplete'} files)")
     say(f"no complete checkpoint in {out}; starting from the beginning")

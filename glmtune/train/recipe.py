@@ -219,6 +219,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
             recorded = Path(checkpoint) if checkpoint and (Path(checkpoint) / FINGERPRINT).is_file() else out
             check_fingerprint(recorded, current, force)
         write_fingerprint(out, current)
+    if checkpoint:
+        say(f"resuming from {checkpoint}")
 
     prepared = prepare_run(config, out if main else None, say)
     tokenizer, layout, train_enc, eval_enc, plan = (prepared.tokenizer, prepared.layout, prepared.train,

@@ -110,9 +110,9 @@ class GuardedTrainer(Trainer):
                 ckpt.write_manifest(staging, step, self._manifest_info())
                 ckpt.publish(staging, final)
         except Exception as exc:
+            error = ckpt.save_error(exc, final, previous)  # before the cleanup frees the space again
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)
-            error = ckpt.save_error(exc, final, previous)
             if error is exc:
                 raise
             raise error from exc

@@ -119,3 +119,38 @@ def test_data_replaced_mid_run_does_not_reach_it_and_blocks_resume(tmp_path, tin
     assert code == 2 and "Traceback" not in err
     assert "cannot resume: the config or the data changed since the run started (--force" in err
     assert f"data.{data}: " in err and " -> " in err  # the file's old and new SHA-256
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 2.5 MB tmpfs: room for one tiny-model checkpoint, not two (needs root; skipped otherwise)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_really_full_disk_stops_the_run_clearly_and_keeps_the_previous_checkpoint(tmp_path, tiny_model,
+                                                                                      small_disk):
+    from glmtune.config.loader import validate_config
+    from glmtune.errors import UserError
+    from glmtune.train.recipe import train
+
+    data = write_jsonl(tmp_path / "d.jsonl", ROWS[:12])
+    out = small_disk / "run"
+    cfg = validate_config({"model": {"name_or_path": str(tiny_model)}, "data": {"train_file": str(data), "val_size": 0},
+                           "training": {"output_dir": str(out), "max_steps": 8, "save_steps": 2, "logging_steps": 1,
+                                        "per_device_train_batch_size": 2, "early_stopping": False, "report_to": []}})
+    with pytest.raises(UserError) as err:  # torch.save reports this one without an errno
+        train(cfg, say=lambda *_: None)
+    previous = ckpt.latest_complete(out)
+    assert previous is not None and readable(previous)
+    failed = out / f"checkpoint-{ckpt.checkpoint_step(previous) + 2}"
+    assert str(err.value).startswith(f"could not save checkpoint {failed} (ENOSPC: No space left on device")
+    assert f"the previous checkpoint {previous} is intact" in str(err.value)
+    assert not list(out.glob(".tmp-*")) and ckpt.checkpoints(out) == [previous]
