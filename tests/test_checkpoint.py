@@ -179,3 +179,33 @@ def test_resume_restores_the_guard_state(tmp_path, tiny_model, monkeypatch):
     assert [e["kind"] for e in summary["guard_events"]] == ["nan_loss", "nan_loss", "nan_loss", "rollback"]
     again = load_file(str(out / "adapter_model.safetensors"))
     assert all(torch.equal(adapter[k], again[k]) for k in adapter)
+
+
+@pytest.mark.slow
+def test_rotation_in_a_run_keeps_the_best_checkpoint(tmp_path, tiny_model, monkeypatch):
+    from glmtune.train import trainer as trainer_module
+    from glmtune.train.recipe import train
+
+    losses = iter([5.0, 1.0, 3.0, 4.0, 6.0, 7.0])  # validation is best at step 2, then only worse
+
+    def evaluate(self, *args, **kwargs):
+        metrics = {"eval_loss": next(losses)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    monkeypatch.setattr(trainer_module.GuardedTrainer, "evaluate", evaluate)
+    out = tmp_path / "run"
+    cfg = validate_config({"model": {"name_or_path": str(tiny_model)},
+                           "data": {"train_file": str(write_jsonl(tmp_path / "d.jsonl", ROWS)), "val_size": 2},
+                           "training": {"output_dir": str(out), "max_steps": 6, "eval_steps": 1, "patience": 10,
+                                        "early_stopping": True, "save_total_limit": 2, "logging_steps": 1,
+                                        "per_device_train_batch_size": 2, "report_to": []}})
+    result = train(cfg, say=lambda *_: None)
+    assert (result.best_step, result.best_eval_loss) == (2, 1.0)
+    assert [p.name for p in ckpt.checkpoints(out)] == ["checkpoint-2", "checkpoint-5", "checkpoint-6"]
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] == str(out / "checkpoint-2")  # the published name, not the staging one
+    best = load_file(str(out / "checkpoint-2" / "adapter_model.safetensors"))
+    final = load_file(str(out / "adapter_model.safetensors"))
+    assert all(torch.equal(best[k], final[k]) for k in best)  # the best adapter is the one saved
