@@ -364,6 +364,9 @@ def test_looping_reply_is_cut_with_length_and_logged(fake: tuple[Server, FakeGen
     warnings = [r.getMessage() for r in caplog.records if r.name == "glmtune.serve"]
     warnings = [w for w in warnings if "repetition guard" in w]
     assert len(warnings) == 2 and all(re.search(r"request chatcmpl-[0-9a-f]{24}\b", w) for w in warnings)
+    logged = [re.search(r"request (chatcmpl-[0-9a-f]{24})", w).group(1) for w in warnings]
+    assert logged == [resp.id, chunks[0].id]  # the log names the id the client got
+    assert all(c.id == chunks[0].id for c in chunks)
 
 
 def test_reply_builder_loop_guard(tiny_tokenizer: Any) -> None:

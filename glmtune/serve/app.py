@@ -3,6 +3,8 @@
 Every error is an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``: malformed JSON and
 invalid values are 400, a missing or wrong API key 401, a full queue 429. With an API key every path
 except ``/health`` needs ``Authorization: Bearer KEY``. A client that goes away stops its own generation.
+A streamed reply that fails once it has started ends with an error event (``data: {"error": ...}``) and
+no ``[DONE]``. The response id is also the request id in the server's log lines.
 """
 
 from __future__ import annotations
@@ -145,11 +147,16 @@ async def _complete(request: Request, job: Job, model: str) -> ChatCompletion | 
         return JSONResponse(error_body("the client closed the request", code="client_closed"), status_code=499)
     message = ResponseMessage(content=result.content, tool_calls=result.tool_calls)
     choice = Choice(message=message, finish_reason=result.finish_reason)  # type: ignore[arg-type]
-    return ChatCompletion(model=model, choices=[choice], usage=_usage(result))
+    return ChatCompletion(id=job.id, model=model, choices=[choice], usage=_usage(result))
+
+
+def _error_event(message: str) -> str:
+    return f"data: {json.dumps(error_body(message, 'server_error'), ensure_ascii=False)}\n\n"
 
 
 async def _stream(job: Job, watcher: asyncio.Future[None], model: str, include_usage: bool) -> AsyncIterator[str]:
-    cid, created = new_id("chatcmpl"), int(time.time())
+    """SSE chunks; a failure ends the stream with an error event (and no ``[DONE]``), never a cut connection."""
+    cid, created = job.id, int(time.time())
 
     def sse(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
         data = ChatCompletionChunk(id=cid, created=created, model=model, choices=choices, usage=usage).model_dump()
@@ -163,8 +170,9 @@ async def _stream(job: Job, watcher: asyncio.Future[None], model: str, include_u
             if event.kind == "delta":
                 yield sse([ChunkChoice(delta=Delta(content=event.text))])
             elif event.kind == "error":
-                log.error("generation failed: %r", event.error)
-                yield f"data: {json.dumps(error_body(f'generation failed: {event.error}', 'server_error'))}\n\n"
+                log.error("request %s: generation failed: %r", job.id, event.error)
+                yield _error_event(f"generation failed: {type(event.error).__name__}: {event.error}")
+                return
             elif event.result is not None:
                 result = event.result
                 if result.tool_calls:
@@ -175,6 +183,9 @@ async def _stream(job: Job, watcher: asyncio.Future[None], model: str, include_u
                 if include_usage:
                     yield sse([], usage=_usage(result))
         yield "data: [DONE]\n\n"
+    except Exception as exc:  # the response has started: the client can only learn of it in the stream
+        log.exception("request %s: stream failed", job.id)
+        yield _error_event(f"internal error: {type(exc).__name__}: {exc}")
     finally:
         watcher.cancel()
         job.cancel()
@@ -209,7 +220,8 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         messages = glm4_messages(body)
         prompt = engine.prompt_ids(messages)
         params = engine.params_for(body, len(prompt))
-        job = engine.submit(prompt, params, tool_names(offered_tools(body)))
+        # one id for the response, its chunks and the server's log lines about it
+        job = engine.submit(prompt, params, tool_names(offered_tools(body)), request_id=new_id("chatcmpl"))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             watcher = asyncio.ensure_future(_watch(request, job))  # runs even if the stream never starts

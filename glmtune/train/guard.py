@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -93,6 +93,19 @@ class SpikeGuard:
                 params[name].copy_(value.to(params[name].device))
         if optimizer is not None:
             optimizer.load_state_dict(copy.deepcopy(self._snapshot["optimizer"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to judge, roll back and report exactly as this one would."""
+        return {"loss_avg": self.loss_avg, "grad_avg": self.grad_avg, "good_steps": self.good_steps,
+                "recent_spikes": list(self.recent_spikes), "events": [asdict(e) for e in self.events],
+                "lr_scale": self.lr_scale, "max_ratio": self.max_ratio, "snapshot": self._snapshot}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.loss_avg, self.grad_avg = state["loss_avg"], state["grad_avg"]
+        self.good_steps, self.recent_spikes = state["good_steps"], list(state["recent_spikes"])
+        self.events = [GuardEvent(**e) for e in state["events"]]
+        self.lr_scale, self.max_ratio, self._snapshot = state["lr_scale"], state["max_ratio"], state["snapshot"]
 
     def summary(self) -> str:
         """One line: what the guard did over the run."""

@@ -30,6 +30,11 @@ def fingerprint(config: GlmtuneConfig, data_files: list[str]) -> dict[str, Any]:
     """What must not change between a run and its resumption: the config and the data bytes."""
     cfg = config.model_dump(mode="json")
     cfg["training"].pop("output_dir", None)
+    return {"config": cfg, "data": data_hashes(data_files)}
+
+
+def data_hashes(data_files: list[str]) -> dict[str, str]:
+    """SHA-256 of each data file's bytes."""
     data = {}
     for path in data_files:
         digest = hashlib.sha256()
@@ -37,7 +42,16 @@ def fingerprint(config: GlmtuneConfig, data_files: list[str]) -> dict[str, Any]:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
         data[path] = digest.hexdigest()
-    return {"config": cfg, "data": data}
+    return data
+
+
+def check_data_unchanged(current: dict[str, Any]) -> None:
+    """Fail when a data file changed while this run was reading it (the run would train on a mix)."""
+    now = data_hashes(list(current["data"]))
+    changed = [path for path, digest in current["data"].items() if now.get(path) != digest]
+    if changed:
+        raise UserError(f"data file {changed[0]} changed while this run was reading it; nothing was trained. "
+                        "Start again once the file is final")
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -83,16 +97,17 @@ def readable(checkpoint: Path) -> bool:
 
 def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
     """The checkpoint to resume from: ``auto`` takes the latest complete one and warns about torn ones."""
+    from glmtune.train.checkpoint import checkpoints, is_complete
+
     if resume != "auto":
         path = Path(resume)
         if not (path / "trainer_state.json").is_file():
             raise UserError(f"--resume {resume}: not a complete checkpoint (no trainer_state.json)")
+        if not (is_complete(path) and readable(path)):
+            raise UserError(f"--resume {resume}: the checkpoint is torn (files missing, truncated or unreadable)")
         return str(path)
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1])
-                         if p.name.rsplit("-", 1)[-1].isdigit() else -1)
-    for path in reversed(checkpoints):
-        complete = (path / "trainer_state.json").is_file() and any(path.glob("*.safetensors")) and \
-            (path / "optimizer.pt").is_file()
+    for path in reversed(checkpoints(out)):
+        complete = is_complete(path)
         if complete and readable(path):
             return str(path)
         say(f"warning: ignoring torn checkpoint {path} ({'unreadable' if complete else 'incomplete'} files)")

@@ -21,9 +21,12 @@ from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
 from glmtune.models import check_model_path, load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
+from glmtune.train.checkpoint import clean_partial
 from glmtune.train.dataset import Encoded, encode_sources, replay_sample, split_validation, to_dataset
 from glmtune.train.guard import SpikeGuard
 from glmtune.train.hygiene import (
+    FINGERPRINT,
+    check_data_unchanged,
     check_fingerprint,
     find_checkpoint,
     fingerprint,
@@ -214,11 +217,17 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     checkpoint = None
     if main:
         prepare_output_dir(out, overwrite, resume)
-        if resume:
-            check_fingerprint(out, current, force)
-        write_fingerprint(out, current)
     if resume:
+        if main:
+            clean_partial(out, say)
         checkpoint = find_checkpoint(out, resume, say)
+    if main:
+        if resume:  # compare with the run that wrote the checkpoint (it carries its fingerprint)
+            recorded = Path(checkpoint) if checkpoint and (Path(checkpoint) / FINGERPRINT).is_file() else out
+            check_fingerprint(recorded, current, force)
+        write_fingerprint(out, current)
+    if checkpoint:
+        say(f"resuming from {checkpoint}")
 
     prepared = prepare_run(config, out if main else None, say)
     tokenizer, layout, train_enc, eval_enc, plan = (prepared.tokenizer, prepared.layout, prepared.train,
@@ -244,6 +253,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         train_rows = train_rows + picked
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
     train_rows = train_rows + list(extra_train_samples or [])
+    check_data_unchanged(current)  # all data is encoded now; later changes to the files do not reach this run
 
     # Frozen base weights of adapter methods can sit in bf16; trained weights keep fp32 masters.
     load_dtype = torch.bfloat16 if precision.bf16 and config.peft.method in ("lora", "ptuning") else precision.dtype
@@ -289,6 +299,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         callbacks=callbacks,
         guard=guard,
         on_event=log.write if main else None,
+        checkpoint_files={"config.yaml": yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False,
+                                                        allow_unicode=True),
+                          FINGERPRINT: json.dumps(current, indent=1)},
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -1,14 +1,25 @@
-"""transformers' Trainer with the stability guard wired between backward and the optimizer step."""
+"""transformers' Trainer with the stability guard wired between backward and the optimizer step.
+
+It also saves checkpoints crash-safely (see :mod:`glmtune.train.checkpoint`): ``_save_checkpoint`` runs
+transformers' own writers (model, optimizer, scheduler, scaler, RNG, trainer state) into a staging folder,
+adds the guard state, the resolved config and the data fingerprint, and publishes the folder atomically.
+"""
 
 from __future__ import annotations
 
+import math
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import SaveStrategy
 
+from glmtune.train import checkpoint as ckpt
 from glmtune.train.guard import GuardEvent, SpikeGuard, weights_finite
 
 
@@ -16,8 +27,10 @@ class GuardedTrainer(Trainer):
     """A Trainer whose every optimiser step is judged by a ``SpikeGuard`` (when one is given)."""
 
     def __init__(self, *args: Any, guard: SpikeGuard | None = None,
-                 on_event: Callable[[dict], None] | None = None, **kwargs: Any) -> None:
+                 on_event: Callable[[dict], None] | None = None,
+                 checkpoint_files: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.checkpoint_files = dict(checkpoint_files or {})  # name -> text written into every checkpoint
         if guard is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             guard = None  # the engine owns clipping and the optimizer step; the guard cannot skip inside it
         self.guard = guard
@@ -80,3 +93,74 @@ class GuardedTrainer(Trainer):
             event = GuardEvent(self.state.global_step, "nan_weights", "restored_snapshot")
             guard.events.append(event)
             self._emit(event)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write the checkpoint into a staging folder with transformers' writers, then publish it atomically."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        step = self.state.global_step
+        final, staging = run_dir / f"{ckpt.PREFIX}{step}", run_dir / f"{ckpt.STAGING_PREFIX}{step}"
+        previous = ckpt.latest_complete(run_dir) if self.args.should_save else None
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        try:
+            self._write_checkpoint(staging, final, trial)
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                ckpt.write_manifest(staging, step, self._manifest_info())
+                ckpt.publish(staging, final)
+        except Exception as exc:
+            error = ckpt.save_error(exc, final, previous)  # before the cleanup frees the space again
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+            if error is exc:
+                raise
+            raise error from exc
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            ckpt.rotate(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+
+    def _write_checkpoint(self, staging: Path, final: Path, trial: Any) -> None:
+        """What ``Trainer._save_checkpoint`` writes, into ``staging``, plus the guard state and run files."""
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(str(staging), _internal_call=True)
+        best_step = self.state.best_global_step
+        if self.args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) and best_step:
+            best = final.with_name(f"{ckpt.PREFIX}{best_step}")
+            if best_step == self.state.global_step or best.exists():
+                self.state.best_model_checkpoint = str(best)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+        if not self.args.should_save:
+            return
+        ckpt.fault_pause(self.state.global_step)
+        for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
+            name = cb.__class__.__name__
+            if isinstance(self.state.stateful_callbacks[name], list):
+                self.state.stateful_callbacks[name].append(cb.state())
+            else:
+                self.state.stateful_callbacks[name] = cb.state()
+        self.state.save_to_json(str(staging / "trainer_state.json"))
+        if self.guard is not None:
+            torch.save(self.guard.state_dict(), staging / ckpt.GUARD_STATE)
+        for name, text in self.checkpoint_files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+
+    def _manifest_info(self) -> dict[str, Any]:
+        args = self.args
+        return {"epoch": self.state.epoch, "data_order": {
+            "seed": args.data_seed if args.data_seed is not None else args.seed,
+            "epoch": math.floor(self.state.epoch or 0), "sampling": str(args.train_sampling_strategy),
+            "note": "each epoch's order is drawn from seed + epoch; resuming skips the batches already seen"},
+            "guard_state": self.guard is not None}
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.guard is None:
+            return
+        path = Path(checkpoint) / ckpt.GUARD_STATE
+        if path.is_file():
+            self.guard.load_state_dict(torch.load(path, weights_only=True))
