@@ -103,11 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     skipped = {c: why for c in args.contestants if (why := peer_available(c))}
     for c, why in skipped.items():
         print(f"skipping {c}: {why}")
-    runs = []
+    runs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     for variant in variants:
         for seed in range(args.seeds):
             for contestant in [c for c in args.contestants if c not in skipped]:
-                m = run_one(args, base, probes, base_gens, variant, seed, contestant, params, out)
+                try:
+                    m = run_one(args, base, probes, base_gens, variant, seed, contestant, params, out)
+                except RuntimeError as exc:  # one contestant failing does not end the benchmark
+                    print(f"{variant} seed {seed} {contestant}: FAILED: {exc}", flush=True)
+                    failures.append({"variant": variant, "seed": seed, "contestant": contestant, "error": str(exc)})
+                    continue
                 runs.append(m)
                 print(f"{variant} seed {seed} {contestant:12s} adoption {m['adoption']:.2f} leakage "
                       f"{m['leakage']:.2f} retention {m.get('skill_retention') or 0:.2f} stop {m['stop_rate']:.2f} "
@@ -120,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({info['cpu']}), torch {info['torch']}. Base: {base} (identity "
               f"{base_identity / len(base_gens['identity']):.2f}, held-out skills {base_scores['skill_accuracy']:.2f}"
               f"). {args.seeds} seed(s); new identity {args.name} / {args.author}; skipped: "
-              f"{', '.join(f'{c} ({w})' for c, w in skipped.items()) or 'none'}.")
+              f"{', '.join(f'{c} ({w})' for c, w in skipped.items()) or 'none'}; failed runs: {len(failures)}.")
     md = render(agg, goals, header)
     results = {"machine": info, "base": {"dir": str(base), "params": asdict(QUALITY_BASE), "scores": base_scores},
-               "runs": runs, "aggregate": agg, "goals": goals, "skipped": skipped}
+               "runs": runs, "failures": failures, "aggregate": agg, "goals": goals, "skipped": skipped}
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "results.md").write_text(md + "\n", encoding="utf-8")
     print(md)

@@ -95,7 +95,7 @@ def _train_peer(peer: str, base: Path, train_file: Path, out_dir: Path, seed: in
     """Train one peer from its own virtualenv through bench.peers."""
     from bench.peers.run import PeerSpec, run_peer
 
-    spec = PeerSpec(model_dir=str(base), train_jsonl=str(train_file), out_dir=str(out_dir),
+    spec = PeerSpec(model_dir=str(base.resolve()), train_jsonl=str(train_file.resolve()), out_dir=str(out_dir.resolve()),
                     num_epochs=epochs, max_length=MAX_LENGTH, seed=seed, device="cpu", bf16=False,
                     **PEER_SETTINGS[peer])
     result = run_peer(peer, spec)
