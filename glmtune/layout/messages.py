@@ -113,7 +113,8 @@ def to_template(messages: list[dict[str, Any]], dialect: Dialect
         if msg["role"] == "observation":
             msg["role"] = dialect.tool_role
         elif msg["role"] == "assistant" and msg.get("metadata") and not dialect.glm_calls:
-            call = generic_call(msg.pop("metadata"), _arguments(msg))
+            arguments = _arguments(msg)
+            call = generic_call(msg.pop("metadata"), arguments)
             previous = out[-1] if out else None
             if (previous is not None and previous["role"] == "assistant" and not previous.get("metadata")
                     and previous.get("loss", True) == msg.get("loss", True)
