@@ -31,7 +31,8 @@ TOOL_CONV = [{"role": "system", "content": "", "tools": [WEATHER]}, {"role": "us
 
 @pytest.fixture(scope="module")
 def runs(tiny_family: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Any]:
-    """``runs(family)``: (base, adapter run dir, data file), one 30-step LoRA run per family."""
+    """``runs(family)``: (base, adapter run dir, a one-prompt file), one 40-step LoRA run per family on plain
+    and tool-call conversations."""
     from glmtune.config.loader import validate_config
     from glmtune.train.recipe import train
 
@@ -40,15 +41,18 @@ def runs(tiny_family: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
     def get(family: str) -> Any:
         if family not in done:
             root = tmp_path_factory.mktemp(f"run-{family}")
-            data = write_jsonl(root / "d.jsonl", [HI] * 14 + [TOOL_CONV] * 2)
+            data = write_jsonl(root / "d.jsonl", [HI] * 16)
+            write_jsonl(root / "tools.jsonl", [TOOL_CONV] * 2)
+            write_jsonl(root / "ask.jsonl", [HI])
             cfg = validate_config({
-                "model": {"name_or_path": str(tiny_family(family))}, "data": {"train_file": str(data)},
-                "training": {"output_dir": str(root / "run"), "max_steps": 30, "learning_rate": 1e-2,
+                "model": {"name_or_path": str(tiny_family(family))},
+                "data": {"train_file": [str(data), str(root / "tools.jsonl")]},
+                "training": {"output_dir": str(root / "run"), "max_steps": 40, "learning_rate": 1e-2,
                              "per_device_train_batch_size": 8, "logging_steps": 5, "early_stopping": False,
                              "report_to": []}})
             result = train(cfg, say=lambda *_: None)
             assert result.final_loss < result.first_loss
-            done[family] = (tiny_family(family), root / "run", data)
+            done[family] = (tiny_family(family), root / "run", root / "ask.jsonl")
         return done[family]
 
     return get
