@@ -40,3 +40,18 @@ def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
         for messages in conversations:
             fh.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_family(name)``: the tiny model of a family (glm4, qwen2, ...), each built once per session."""
+    from glmtune.tiny.model import make_tiny
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = make_tiny(tmp_path_factory.mktemp(f"family-{name}") / "model", seed=0, family=name)
+        return built[name]
+
+    return get

@@ -149,6 +149,7 @@ def test_verify_layout_accepts_the_real_layout_and_rejects_a_wrong_one(tiny_toke
 
     class NoEndToken:
         stop_ids = layout.stop_ids
+        to_template = layout.to_template
 
         def encode(self, messages, combine):
             s = layout.encode(messages, combine)

@@ -37,7 +37,7 @@ EXPECTED = {
              "<|im_start|>assistant\n4<|im_end|>\n",
     "qwen3": "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n"
              "<|im_start|>assistant\nHi.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
-             "<|im_start|>assistant\n4<|im_end|>\n",
+             "<|im_start|>assistant\n<think>\n\n</think>\n\n4<|im_end|>\n",
     "llama3": "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
               "<|start_header_id|>user<|end_header_id|>\n\n你好<|eot_id|>"
               "<|start_header_id|>assistant<|end_header_id|>\n\nHi.<|eot_id|>"
@@ -72,7 +72,8 @@ EXPECTED_TOOLS = {
     ),
     "qwen2": "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n"
              + QWEN_TOOLS_TEXT + QWEN_CALL_TEXT,
-    "qwen3": "<|im_start|>system\n" + QWEN_TOOLS_TEXT + QWEN_CALL_TEXT,
+    "qwen3": "<|im_start|>system\n" + QWEN_TOOLS_TEXT
+             + QWEN_CALL_TEXT.replace("assistant\nSunny.", "assistant\n<think>\n\n</think>\n\nSunny."),
     "llama3": (
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please "
         "respond with a JSON for a function call with its proper arguments that best answers the given "
@@ -150,7 +151,7 @@ def test_stop_ids_are_the_family_stop_strings(built: dict[str, Path], family: st
     assert json.loads((built[family] / "config.json").read_text())["eos_token_id"] == stops
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", [f for f in FAMILY_NAMES if f != "qwen3"])
 def test_multi_turn_renders_exactly_and_prefix_stably(built: dict[str, Path], family: str):
     tok = tokenizer(built, family)
     full = render(tok, CONV)
@@ -188,18 +189,29 @@ def test_qwen2_injects_the_default_system_prompt_only_without_one(built: dict[st
     assert "Qwen" not in render(tokenizer(built, "qwen3"), CONV[1:2])
 
 
-def test_qwen3_thinks_in_every_turn_and_can_be_told_not_to(built: dict[str, Path]):
+def test_qwen3_multi_turn_renders_exactly(built: dict[str, Path]):
+    tok = tokenizer(built, "qwen3")
+    assert render(tok, CONV) == EXPECTED["qwen3"]
+    assert render(tok, CONV[:4], add_generation_prompt=True).endswith(GENERATION_PROMPT["qwen3"])
+
+
+def test_qwen3_thinks_after_the_last_query_only_and_can_be_told_not_to(built: dict[str, Path]):
     tok = tokenizer(built, "qwen3")
     full = render(tok, THINK_CONV)
     assert full == (
-        "<|im_start|>user\n2+2?<|im_end|>\n"
-        "<|im_start|>assistant\n<think>\nAdd them.\n</think>\n\n4<|im_end|>\n"
-        "<|im_start|>user\n3+3?<|im_end|>\n"
-        "<|im_start|>assistant\n<think>\nAdd again.\n</think>\n\n6<|im_end|>\n"
+        "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+        "<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n6<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHello<|im_end|>\n"
     )
-    for k in range(1, len(THINK_CONV) + 1):
-        assert full.startswith(render(tok, THINK_CONV[:k]))
+    # while a reply is the last message it keeps its reasoning; once the user asks again it loses it
+    assert render(tok, THINK_CONV[:2]).endswith("<|im_start|>assistant\n<think>\nAdd them.\n</think>\n\n4<|im_end|>\n")
+    assert not full.startswith(render(tok, THINK_CONV[:2]))
+    # after the last query, a reply with reasoning keeps it even when more follows (a tool call, say)
+    calls = [THINK_CONV[0], {"role": "assistant", "content": "", "reasoning_content": "Look it up.",
+                             "tool_calls": [CALL]}, {"role": "tool", "content": "晴"}, TOOL_CONV[3]]
+    whole = render(tok, calls, tools=TOOLS)
+    assert all(whole.startswith(render(tok, calls[:k], tools=TOOLS)) for k in range(1, 5))
+    assert "<|im_start|>assistant\n<think>\nLook it up.\n</think>\n\n<tool_call>" in whole
     prompt = THINK_CONV[:1]
     assert render(tok, prompt, add_generation_prompt=True).endswith("<|im_start|>assistant\n")
     assert render(tok, prompt, add_generation_prompt=True, enable_thinking=False).endswith(

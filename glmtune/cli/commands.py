@@ -71,7 +71,8 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
     from glmtune.data.read import read_any
     from glmtune.layout import get_layout
     from glmtune.layout.encode import encode_conversations
-    from glmtune.layout.show import highlight, plain_markup
+    from glmtune.layout.show import describe_layout, highlight, plain_markup
+    from glmtune.layout.verify import verify_layout
     from glmtune.models import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
@@ -84,6 +85,10 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
         for ids, labels in zip(encoded.input_ids, encoded.labels):
             fh.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
     console = Console(highlight=False)
+    checked = verify_layout(layout, tokenizer, [c.messages for c in read.conversations], args.combine)
+    console.print(describe_layout(layout, tokenizer), markup=False, soft_wrap=True)
+    console.print(f"layout verified on {checked} conversations: ids equal the chat template, every trained span "
+                  "is a reply ending in a stop token", markup=False, soft_wrap=True)
     for i in range(min(args.show, len(encoded.input_ids))):
         where = "on green" if console.is_terminal else "inside ⟦ ⟧"
         console.rule(f"sample {i + 1} ({encoded.sources[i]}) - trained tokens {where}")

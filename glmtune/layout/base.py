@@ -40,6 +40,10 @@ class ChatLayout(Protocol):
         """Ids of ``messages`` followed by the generation prompt, ready for ``generate``."""
         ...
 
+    def to_template(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """``messages`` and the top-level tools in the form the chat template reads."""
+        ...
+
     @property
     def stop_ids(self) -> list[int]:
         """Token ids that end a reply."""
@@ -59,9 +63,12 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> list[int]:
+def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
+                 tools: list[dict[str, Any]] | None = None) -> list[int]:
     """The tokenizer's own tokenised rendering (whatever shape its ``apply_chat_template`` returns)."""
-    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    kwargs: dict[str, Any] = {"tools": tools} if tools is not None else {}
+    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                        **kwargs)
     if hasattr(out, "keys"):
         out = out["input_ids"]
     if out and isinstance(out[0], list):  # some tokenizers return a batch of one

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from glmtune.data.conversation import Conversation, Problem
-from glmtune.layout.base import IGNORE_INDEX, ChatLayout
+from glmtune.layout.base import IGNORE_INDEX, ChatLayout, LayoutError
 from glmtune.layout.truncate import keep_recent, right_cut
 
 
@@ -35,7 +35,10 @@ def encode_conversations(
     ``keep_recent``); a sample left with no trained token is dropped and reported."""
     result = EncodeResult()
     for conv in conversations:
-        sample = layout.encode(conv.messages, combine=combine)
+        try:
+            sample = layout.encode(conv.messages, combine=combine)
+        except LayoutError as exc:  # name the record the template cannot lay out
+            raise LayoutError(f"{conv.source}: {exc}" if conv.source else str(exc)) from None
         ids, labels = sample.input_ids, sample.labels
         if len(ids) > max_length:
             result.truncated += 1

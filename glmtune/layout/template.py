@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from glmtune.layout.base import IGNORE_INDEX, EncodedSample, LayoutError, render, template_ids
+from glmtune.layout.messages import Dialect, probe_dialect, render_template, to_template
 
 PROBE = [{"role": "user", "content": "ping"}, {"role": "assistant", "content": "pong"}]
 
@@ -29,6 +30,7 @@ class TemplateLayout:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
+        self.dialect: Dialect = probe_dialect(tokenizer)
         after = render(tokenizer, PROBE).split("pong", 1)[-1]
         marker = self._special_ids(after)[:1]
         # A template with its own end-of-turn marker (Qwen <|im_end|>, Llama-3 <|eot_id|>) ends replies with
@@ -63,10 +65,15 @@ class TemplateLayout:
             found += self._special_ids(tail)[:1]
         return list(dict.fromkeys(found))
 
+    def to_template(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """glmtune's GLM-4 messages as ``(messages, top-level tools)`` in the form this template reads."""
+        return to_template(messages, self.dialect)
+
     def encode(self, messages: list[dict[str, Any]], combine: bool) -> EncodedSample:
         """Template ids; labels on each trained reply and its end-of-turn marker."""
         tok = self.tokenizer
-        full = render(tok, messages)
+        messages, tools = self.to_template(messages)
+        full = render_template(tok, messages, tools)
         assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if combine:
             assistant = assistant[-1:]
@@ -76,14 +83,20 @@ class TemplateLayout:
                 continue
             if i == 0:
                 raise LayoutError("a conversation that starts with an assistant reply has no prompt to condition on")
-            prefix = render(tok, messages[:i], add_generation_prompt=True)
-            upto = render(tok, messages[: i + 1])
+            prefix = render_template(tok, messages[:i], tools, add_generation_prompt=True)
+            upto = render_template(tok, messages[: i + 1], tools)
             if not upto.startswith(prefix):
-                raise LayoutError(f"reply {i}: the generation prompt is not a prefix of the rendered reply; "
-                                  + _diff(prefix, upto))
+                raise LayoutError(
+                    f"message {i + 1}: the chat template's generation prompt is not how it renders the start of "
+                    "this reply (for instance it opens a <think> block that the rendered reply lacks), so the "
+                    "tokens of the reply cannot be told apart; " + _diff(prefix, upto))
             if not full.startswith(upto):
-                raise LayoutError(f"reply {i}: the template renders earlier turns differently once later turns "
-                                  "follow (not prefix-stable); " + _diff(upto, full))
+                raise LayoutError(
+                    f"message {i + 1}: the chat template renders this reply differently once later turns follow "
+                    "(it rewrites earlier replies, for instance drops their <think> reasoning), so the reply "
+                    "cannot be trained in this sequence the way the model generates it. Set data.combine: true "
+                    "(train only the last reply of each conversation; its rendering is exact) or split the "
+                    "conversation into one record per reply; " + _diff(upto, full))
             spans.append((len(prefix), len(upto)))
         enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
@@ -104,4 +117,5 @@ class TemplateLayout:
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         """The conversation so far plus the generation prompt, as the template renders it."""
-        return template_ids(self.tokenizer, messages, add_generation_prompt=True)
+        messages, tools = self.to_template(messages)
+        return template_ids(self.tokenizer, messages, add_generation_prompt=True, tools=tools)

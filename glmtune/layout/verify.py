@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from glmtune.layout.base import IGNORE_INDEX, ChatLayout, LayoutError, template_ids
@@ -20,26 +21,45 @@ def trained_spans(input_ids: list[int], labels: list[int]) -> list[list[int]]:
     return spans
 
 
+def reply_needles(message: dict[str, Any]) -> list[str]:
+    """Texts a trained reply must show: its answer (after any ``</think>``; a GLM-4 call's JSON arguments),
+    and each generic call's name and argument values."""
+    content = message.get("content") if isinstance(message.get("content"), str) else ""
+    needles = [content.split("</think>")[-1].strip()] if content.strip() else []
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function", call)
+        needles.append(fn["name"])
+        arguments = fn.get("arguments")
+        for value in (arguments.values() if isinstance(arguments, dict) else []):
+            if isinstance(value, str):
+                needles.append(value)
+            elif isinstance(value, (int, float)):
+                needles.append(json.dumps(value))
+    return [n for n in needles if n]
+
+
 def verify_layout(layout: ChatLayout, tokenizer: Any, conversations: list[list[dict[str, Any]]],
                   combine: bool, limit: int = 16) -> int:
     """Raise ``LayoutError`` with a diff unless ids match the template and every trained span is a reply
-    followed by a stop token; return how many conversations were checked."""
+    followed by its end-of-turn stop token; return how many conversations were checked."""
     stops = set(layout.stop_ids)
+    stop_texts = [tokenizer.decode([s], skip_special_tokens=False) for s in stops]
     checked = 0
     for messages in conversations[:limit]:
         sample = layout.encode(messages, combine=combine)
-        expected = template_ids(tokenizer, messages)
+        shown, tools = layout.to_template(messages)
+        expected = template_ids(tokenizer, shown, tools=tools)
         if sample.input_ids[: len(expected)] != expected or len(sample.input_ids) - len(expected) > 1:
             raise LayoutError("layout ids differ from the chat template's rendering:\n  template: "
                               f"{tokenizer.decode(expected)!r}\n  layout:   {tokenizer.decode(sample.input_ids)!r}")
-        replies = [m for m in messages if m["role"] == "assistant" and m.get("loss") is not False]
+        replies = [m for m in shown if m["role"] == "assistant" and m.get("loss") is not False]
         if combine:
-            replies = replies[-1:] if messages and messages[-1]["role"] == "assistant" else []
+            replies = replies[-1:] if shown and shown[-1]["role"] == "assistant" else []
         for span in trained_spans(sample.input_ids, sample.labels):
             text = tokenizer.decode(span, skip_special_tokens=False)
-            if not any(t in stops for t in span):
-                raise LayoutError(f"a trained span does not contain a stop token {sorted(stops)}: {text!r}")
-            if not any(r["content"].strip()[:20] in text for r in replies):
+            if not any(text.rstrip().endswith(s) for s in stop_texts):
+                raise LayoutError(f"a trained span does not end with a stop token {sorted(stops)}: {text!r}")
+            if not any(all(n in text for n in reply_needles(r)) for r in replies):
                 raise LayoutError(f"a trained span is not one of the replies: {text!r}")
         checked += 1
     return checked

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from glmtune.layout import get_layout
 from glmtune.serve.schemas import APIError, ChatCompletionRequest, ToolCall, new_id
-from glmtune.serve.tools import classify, parse_tool_call
+from glmtune.serve.tool_syntax import GLM4_SYNTAX, ToolSyntax, derive_syntax
 
 if TYPE_CHECKING:
     from glmtune.infer.runaway import LoopRule
@@ -89,17 +89,19 @@ class ReplyBuilder:
     """
 
     def __init__(self, tokenizer: Any, stop_ids: list[int], max_tokens: int, stop: list[str] | None = None,
-                 tool_names: list[str] | None = None, loop_rule: LoopRule | None = None) -> None:
+                 tool_names: list[str] | None = None, loop_rule: LoopRule | None = None,
+                 syntax: ToolSyntax | None = GLM4_SYNTAX) -> None:
         self.tokenizer = tokenizer
+        self.syntax = syntax
         self.stop_ids = set(stop_ids)
         self.max_tokens = max_tokens
         self.stop = [s for s in (stop or []) if s]
-        self.tool_names = list(tool_names or [])
+        self.tool_names = list(tool_names or []) if syntax is not None else []
         self.ids: list[int] = []
         self.num_tokens = 0
         self.raw = ""
         self.content = ""
-        self.mode = classify("", self.tool_names)
+        self.mode = self._classify("")
         self.finished = False
         self.finish_reason = "length"
         self.tool_calls: list[ToolCall] | None = None
@@ -141,7 +143,7 @@ class ReplyBuilder:
             self.finished, self.finish_reason = True, "length"
             return self.close()
         if self.mode is None:
-            self.mode = classify(self.raw, self.tool_names)
+            self.mode = self._classify(self.raw)
         return self._text_delta(final=False) if self.mode == "text" else ""
 
     def close(self) -> str:
@@ -151,12 +153,15 @@ class ReplyBuilder:
         self.finished = self._closed = True
         self._detokenize(final=True)
         if self.mode != "text":
-            call = parse_tool_call(self.raw, self.tool_names)
-            if call is not None:
-                self.tool_calls, self.finish_reason = [call], "tool_calls"
+            calls = self.syntax.parse(self.raw, self.tool_names) if self.syntax is not None else None
+            if calls:
+                self.tool_calls, self.finish_reason = calls, "tool_calls"
                 return ""
             self.mode = "text"
         return self._text_delta(final=True)
+
+    def _classify(self, text: str) -> Literal["tool", "text"] | None:
+        return self.syntax.classify(text, self.tool_names) if self.syntax is not None else "text"
 
     def _text_delta(self, final: bool) -> str:
         visible = self.raw.lstrip()
@@ -242,6 +247,7 @@ class Engine:
         self.max_new_tokens = max_new_tokens
         self.layout = get_layout(tokenizer)
         self.stop_ids = self.layout.stop_ids
+        self.tool_syntax = derive_syntax(self.layout, tokenizer)
         if context_length is None and model is not None:
             context_length = getattr(model.config, "max_position_embeddings", None)
         self.context_length = context_length
@@ -272,7 +278,7 @@ class Engine:
         return cls(tokenizer, model, model_name=name, max_new_tokens=max_new_tokens)
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The GLM-4 prompt ids (conversation + ``<|assistant|>``) for ``messages``."""
+        """The prompt ids (conversation + the template's generation prompt) for GLM-4 ``messages``."""
         try:
             return self.layout.prompt_ids(messages)
         except Exception as exc:  # a template error is a problem with the request
@@ -321,7 +327,7 @@ class Engine:
             job.post(Event("done", result=Result(None, None, "stop", len(job.prompt_ids), 0, cancelled=True)))
             return
         builder = ReplyBuilder(self.tokenizer, self.stop_ids, job.params.max_tokens, job.params.stop,
-                               job.tool_names, self.loop_rule)
+                               job.tool_names, self.loop_rule, self.tool_syntax)
 
         def on_token(token_id: int) -> bool:
             delta = builder.add(token_id)

@@ -2,8 +2,9 @@
 
 Each template is compact Jinja for transformers' environment (``trim_blocks`` and ``lstrip_blocks`` on), so
 no literal newline ever follows a ``%}`` tag: such newlines are written as ``{{ '\\n' }}`` expressions.
-All templates are prefix-stable: rendering the first k messages gives a prefix of rendering all of them,
-except between two consecutive tool results, which Qwen groups into one user turn.
+Qwen2.5 and Llama-3 are prefix-stable: rendering the first k messages gives a prefix of rendering all of
+them (except between two consecutive tool results, which Qwen groups into one user turn). Qwen3, like the
+real one, is not: it drops the reasoning of replies before the last user query.
 """
 
 from __future__ import annotations
@@ -45,24 +46,32 @@ def chatml_template(default_system: str | None, thinking: bool) -> str:
 
     Tools come from the top-level ``tools`` argument and sit in the system block; assistant ``tool_calls``
     render as ``<tool_call>`` JSON; consecutive ``tool`` results share one user turn of ``<tool_response>``s.
-    With ``thinking``, an assistant ``reasoning_content`` (or a ``<think>...</think>`` prefix in its content)
-    renders as ``<think>\\n{reasoning}\\n</think>\\n\\n{content}``, and ``enable_thinking=False`` appends an
-    empty think block to the generation prompt. Unlike the real Qwen3 template, the think blocks of earlier
-    turns are kept rather than dropped: dropping them would make the template not prefix-stable, so a
-    training layout built on rendering prefixes could not find each reply.
+    With ``thinking`` (as Qwen3's own template): an assistant's reasoning (``reasoning_content``, or a
+    ``<think>...</think>`` prefix of its content) renders as ``<think>\n{reasoning}\n</think>\n\n{content}``
+    only after the last user query, and there only for the last message or when the reasoning is not
+    empty; replies before the last user query lose their reasoning. ``enable_thinking=False`` appends an
+    empty think block to the generation prompt. So the template is not prefix-stable: a reply renders with
+    its think block while it is the last message and without it once the conversation goes on.
     """
     default = "none" if default_system is None else _literal(default_system)
-    think = ""
+    think = "{{ content }}"
+    last_query = ""
     if thinking:
+        last_query = (
+            "{% set ns = namespace(last_query=messages | length - 1) %}{% for message in messages %}"
+            "{% if message.role == 'user' and not (message.content is string "
+            "and message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}"
+            "{% set ns.last_query = loop.index0 %}{% endif %}{% endfor %}"
+        )
         think = (
-            "{% set reasoning = message.reasoning_content if message.reasoning_content is string else none %}"
-            "{% if reasoning is none and '</think>' in content %}"
+            "{% set reasoning = message.reasoning_content if message.reasoning_content is string else '' %}"
+            "{% if message.reasoning_content is not string and '</think>' in content %}"
             "{% set reasoning = content.split('</think>')[0].rstrip('\\n')"
             ".split('<think>')[-1].lstrip('\\n') %}"
             "{% set content = content.split('</think>')[-1].lstrip('\\n') %}{% endif %}"
-            "{% if reasoning is not none %}"
-            "{{ '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' }}"
-            "{% set content = content.lstrip('\\n') %}{% endif %}"
+            "{% if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
+            "{{ '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+            "{% else %}{{ content }}{% endif %}"
         )
     prompt_tail = ""
     if thinking:
@@ -71,7 +80,7 @@ def chatml_template(default_system: str | None, thinking: bool) -> str:
             "<think>\n\n</think>\n\n{% endif %}"
         )
     return (
-        "{% if messages and messages[0].role == 'system' %}{% set system = messages[0].content %}"
+        last_query + "{% if messages and messages[0].role == 'system' %}{% set system = messages[0].content %}"
         "{% else %}{% set system = " + default + " %}{% endif %}"
         "{% if tools %}<|im_start|>system\n{% if system is not none %}{{ system + '\\n\\n' }}{% endif %}"
         + QWEN_TOOLS_HEAD + "{% for tool in tools %}{{ '\\n' + tool | tojson }}{% endfor %}"
@@ -81,7 +90,7 @@ def chatml_template(default_system: str | None, thinking: bool) -> str:
         "{% set content = message.content if message.content is string else '' %}"
         "{% if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
         "<|im_start|>{{ message.role + '\\n' + content }}<|im_end|>\n"
-        "{% elif message.role == 'assistant' %}<|im_start|>assistant\n" + think + "{{ content }}"
+        "{% elif message.role == 'assistant' %}<|im_start|>assistant\n" + think +
         "{% if message.tool_calls %}{% for tc in message.tool_calls %}" + _CALL +
         "{% if content or not loop.first %}{{ '\\n' }}{% endif %}"
         '<tool_call>\n{"name": "{{ call.name }}", "arguments": ' + _ARGS + "{{ '}\\n</tool_call>' }}"
@@ -101,7 +110,7 @@ def qwen2_chat_template() -> str:
 
 
 def qwen3_chat_template() -> str:
-    """Qwen3 ChatML: no default system prompt, ``<think>`` kept in every turn, ``enable_thinking``."""
+    """Qwen3 ChatML: no default system prompt, ``<think>`` only after the last query, ``enable_thinking``."""
     return chatml_template(None, thinking=True)
 
 

@@ -181,6 +181,20 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan)
 
 
+def save_stop_ids(base: str, stop_ids: list[int], pad_id: int | None, out: Path) -> None:
+    """Write ``generation_config.json`` beside the adapter: the base's, with the layout's stop ids."""
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(base)
+    except (OSError, ValueError):  # a base without one
+        gen = GenerationConfig()
+    gen.eos_token_id = list(stop_ids)
+    if pad_id is not None:
+        gen.pad_token_id = pad_id
+    gen.save_pretrained(str(out))
+
+
 def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bool, say: Any) -> None:
     """Warn, with counts and samples, when the data asserts an identity other than the declared one."""
     from glmtune.data.identity_guard import format_warning, scan_identity
@@ -314,6 +328,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         return TrainResult(out, trainer.state.global_step, None, None, best_step, best_loss, 0,
                            round(time.perf_counter() - started, 2), plan)
     tokenizer.save_pretrained(str(out))
+    save_stop_ids(config.model.name_or_path, layout.stop_ids, tokenizer.pad_token_id, out)
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     summary = {
