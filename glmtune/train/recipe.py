@@ -28,9 +28,10 @@ from glmtune.train.hygiene import (
     prepare_output_dir,
     write_fingerprint,
 )
-from glmtune.train.plan import DataStats, Plan, make_plan, model_param_count
+from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_param_count
 from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
+from glmtune.train.stream import StreamedData, check_streaming, resolve_streaming
 
 
 @dataclass
@@ -136,6 +137,7 @@ class PreparedRun:
     train: Encoded
     eval: Encoded | None
     plan: Plan
+    stream: StreamedData | None = None
 
 
 def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> PreparedRun:
@@ -152,23 +154,36 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
     values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
     common = {"layout": layout, "combine": data.combine, "max_length": data.max_length, "values": values,
-              "seed": config.training.seed, "say": say, "truncation": data.truncation}
-    train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl" if out else None,
-                               max_reject_ratio=data.max_reject_ratio, **common)
+              "seed": config.training.seed, "say": say, "truncation": data.truncation, "cache": data.cache,
+              "cache_dir": data.cache_dir, "num_proc": data.num_proc}
+    sources = data_sources(data.train_file)
+    streaming, why = resolve_streaming(data.streaming, sources)
+    stream = None
+    if streaming:
+        check_streaming(config, sources, why)
+        say(f"streaming: on ({why}); samples are read and tokenised while training")
+        stream = StreamedData(sources, layout, data.combine, data.max_length, data.truncation, values,
+                              out / "rejected.jsonl" if out else None)
+        train_enc, stats = stream.probe(data.max_reject_ratio, say)
+    else:
+        train_enc = encode_sources(sources, rejects_path=out / "rejected.jsonl" if out else None,
+                                   max_reject_ratio=data.max_reject_ratio, **common)
+        lengths = train_enc.lengths
+        stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
     eval_enc = None
     if data.eval_file:
         eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl" if out else None,
                                   **common)
-    checked = verify_layout(layout, tokenizer, [c.messages for c in train_enc.conversations], data.combine)
+    checked = verify_layout(layout, tokenizer, [c.messages for c in train_enc.conversations.head(16)], data.combine)
     say(f"layout verified on {checked} conversations: ids equal the chat template, every trained span is a "
         "reply ending in a stop token")
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, identity.rewrite_tool_prompt, say)
-    lengths = [len(r["input_ids"]) for r in train_enc.rows]
-    stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
     params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
     plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None)
-    return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan)
+    plan.config.data.streaming = streaming
+    plan.items.append(PlanItem("data.streaming", streaming, why, "config" if data.streaming != "auto" else "auto"))
+    return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan, stream)
 
 
 def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bool, say: Any) -> None:
@@ -222,20 +237,30 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         (out / "plan.json").write_text(json.dumps(plan.as_dict(), indent=2, default=str))
     say(f"precision: {precision.reason}")
 
-    train_rows, val_rows = split_validation(train_enc.rows, 0 if eval_enc else int(data.val_size), config.training.seed)
+    stream = prepared.stream
+    if stream and extra_train_samples:
+        check_streaming(config, data_sources(data.train_file), "data.streaming", extra_samples=True)
+    val_size = 0 if eval_enc else int(data.val_size)
+    if stream:
+        val_rows = stream.validation(val_size)
+        train_rows = stream.training(len(val_rows), config.training.seed)
+    else:
+        train_rows, val_rows = split_validation(train_enc.rows, val_size, config.training.seed)
     if eval_enc:
         val_rows = eval_enc.rows
     if val_rows and not eval_enc and main:
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
-        say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
+        first = "the first " if stream else ""
+        say(f"validation: {first}{len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
+    picked = None
     if data.replay_file and float(data.replay_ratio) > 0:
         replay = encode_sources(data_sources(data.replay_file), layout, data.combine, data.max_length,
                                 out / "rejected_replay.jsonl", seed=config.training.seed, say=say,
-                                truncation=data.truncation)
+                                truncation=data.truncation, cache=data.cache, cache_dir=data.cache_dir,
+                                num_proc=data.num_proc)
         picked = replay_sample(replay.rows, round(float(data.replay_ratio) * len(train_rows)), config.training.seed)
-        train_rows = train_rows + picked
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
-    train_rows = train_rows + list(extra_train_samples or [])
+    train_dataset = train_rows if stream else to_dataset(train_rows, picked, list(extra_train_samples or []))
 
     # Frozen base weights of adapter methods can sit in bf16; trained weights keep fp32 masters.
     load_dtype = torch.bfloat16 if precision.bf16 and config.peft.method in ("lora", "ptuning") else precision.dtype
@@ -268,7 +293,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     trainer = GuardedTrainer(
         model=model,
         args=training_arguments(config, precision.bf16, precision.fp16, has_eval),
-        train_dataset=to_dataset(train_rows),
+        train_dataset=train_dataset,
         eval_dataset=to_dataset(val_rows) if has_eval else None,
         data_collator=collator(tokenizer, bool(data.packing)),
         callbacks=callbacks,
