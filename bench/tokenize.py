@@ -10,9 +10,11 @@ size three runs go each into a fresh ``python -m bench.tokenize --child ...`` su
 * ``warm``: the same again, served by the cache.
 
 Each child reads, checks and encodes the file and then takes every sample's length, as ``glmtune train`` does
-before planning. The parent samples the child and all its descendants every 50 ms: peak RSS (all resident
-pages, memory-mapped Arrow files included) and peak anonymous RSS (``RssAnon``: private heap memory, what
-cannot be paged back to a file), each summed over the process tree. The tokenizer is the tiny GLM-4's
+before planning. The parent samples the child and all its descendants every 50 ms (``/proc/PID/smaps_rollup``):
+peak PSS (resident pages, each page shared between processes counted once over the tree, memory-mapped Arrow
+files included) and peak anonymous PSS (``Pss_Anon``: heap memory that cannot be paged back to a file), each
+summed over the process tree. PSS rather than RSS: ``map`` workers are forked, and summing their RSS would
+count the parent's pages once per worker. The tokenizer is the tiny GLM-4's
 (``glmtune make-tiny``; real GLM-4 templates, a 2k vocabulary, so more tokens per conversation than a real one).
 
     python -m bench.tokenize --sizes 10000 100000 1000000 --out bench/out/tokenize [--model DIR] [--loop-max N]
@@ -94,16 +96,17 @@ def child(mode: str, data: str, model: str, cache: str) -> None:
 
 
 def tree_memory(proc: psutil.Process) -> tuple[int, int]:
-    """(RSS, anonymous RSS) in bytes, summed over ``proc`` and its descendants."""
-    rss = anon = 0
+    """(PSS, anonymous PSS) in bytes, summed over ``proc`` and its descendants."""
+    pss = anon = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            rss += p.memory_info().rss
-            with open(f"/proc/{p.pid}/status") as fh:
-                anon += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("RssAnon:"))
-        except (psutil.Error, OSError, StopIteration):
+            with open(f"/proc/{p.pid}/smaps_rollup") as fh:
+                fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss")}
+        except (psutil.Error, OSError, ValueError):
             continue
-    return rss, anon
+        pss += fields.get("Pss", 0)
+        anon += fields.get("Pss_Anon", 0)
+    return pss, anon
 
 
 def measure(mode: str, data: Path, model: str, cache: Path) -> dict[str, Any]:
@@ -113,17 +116,21 @@ def measure(mode: str, data: Path, model: str, cache: Path) -> dict[str, Any]:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watched = psutil.Process(proc.pid)
-    peak_rss = peak_anon = 0
+    peak_rss = peak_anon = peak_procs = 0
     while proc.poll() is None:
         rss, anon = tree_memory(watched)
         peak_rss, peak_anon = max(peak_rss, rss), max(peak_anon, anon)
+        try:
+            peak_procs = max(peak_procs, 1 + len(watched.children(recursive=True)))
+        except psutil.Error:
+            pass
         time.sleep(0.05)
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"{mode} on {data} failed:\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    result.update(mode=mode, wall_s=round(time.perf_counter() - started, 2), peak_rss_mb=round(peak_rss / 2**20),
-                  peak_anon_mb=round(peak_anon / 2**20),
+    result.update(mode=mode, wall_s=round(time.perf_counter() - started, 2), peak_pss_mb=round(peak_rss / 2**20),
+                  peak_anon_mb=round(peak_anon / 2**20), processes=peak_procs,
                   samples_per_s=round(result["samples"] / result["seconds"]),
                   tokens_per_s=round(result["tokens"] / result["seconds"]))
     return result
@@ -141,11 +148,11 @@ def machine() -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown table of every run."""
-    head = ("| conversations | path | samples | tokens | time (s) | samples/s | tokens/s | peak RSS (MB) "
-            "| peak anon RSS (MB) |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = ("| conversations | path | processes | samples | tokens | time (s) | samples/s | tokens/s | peak PSS (MB) "
+            "| peak anon PSS (MB) |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     return head + "\n".join(
-        f"| {r['size']:,} | {r['mode']} | {r['samples']:,} | {r['tokens']:,} | {r['seconds']:.1f} | "
-        f"{r['samples_per_s']:,} | {r['tokens_per_s']:,} | {r['peak_rss_mb']:,} | {r['peak_anon_mb']:,} |"
+        f"| {r['size']:,} | {r['mode']} | {r['processes']} | {r['samples']:,} | {r['tokens']:,} | {r['seconds']:.1f} | "
+        f"{r['samples_per_s']:,} | {r['tokens_per_s']:,} | {r['peak_pss_mb']:,} | {r['peak_anon_mb']:,} |"
         for r in results)
 
 
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             Path(args.json or out / "results.json").write_text(json.dumps({"results": results}, indent=1))
             print(f"{size:>9,} {mode:<5} {row['seconds']:8.1f}s {row['samples_per_s']:>8,} samples/s "
-                  f"{row['tokens_per_s']:>10,} tokens/s  peak RSS {row['peak_rss_mb']:,} MB "
+                  f"{row['tokens_per_s']:>10,} tokens/s  peak PSS {row['peak_pss_mb']:,} MB "
                   f"(anon {row['peak_anon_mb']:,} MB)", flush=True)
         shutil.rmtree(cache, ignore_errors=True)
     where = machine()
