@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tokenised_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tokenised-data cache of this test session (never the user's ~/.cache); subprocesses inherit it."""
+    path = tmp_path_factory.mktemp("glmtune-cache")
+    os.environ["GLMTUNE_CACHE"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,22 @@ class DataConfig(_Section):
         description="Self-replay samples per training sample: prompts the base model samples itself and its own "
         "replies, mixed in against forgetting (drafts naming an identity are dropped). 0 disables. auto: planner.",
     )
+    cache: bool = Field(
+        True, description="Reuse tokenised data: a second run on the same files, tokenizer and options loads the "
+        "Arrow files of the first (memory-mapped). false: tokenise into a temporary folder removed at exit."
+    )
+    cache_dir: str | None = Field(
+        None, description="Where tokenised data is cached; default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets."
+    )
+    num_proc: PositiveInt | Auto = Field(
+        "auto", description="Processes that tokenise (datasets map). auto: 1 below 20,000 conversations, then one "
+        "per 20,000, at most the usable CPUs and 8."
+    )
+    streaming: bool | Auto = Field(
+        "auto", description="Read and tokenise lazily while training (datasets IterableDataset), for files larger "
+        "than memory; needs training.max_steps. auto: on when the training files together exceed half of the "
+        "available RAM. See README 'Large data' for what changes."
+    )
 
 
 class LoraConfig(_Section):

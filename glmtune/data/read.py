@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from glmtune.data.conversation import Conversation, Problem, check_messages, normalise_message
 from glmtune.data.formats import CONVERTERS, FORMATS, RecordError
-from glmtune.data.formats.containers import READERS, Item, read_items
+from glmtune.data.formats.containers import READERS, Item, iter_items
 from glmtune.data.glm4_jsonl import ReadResult
 from glmtune.errors import DataError
 
@@ -74,34 +76,62 @@ def detect_file_format(items: list[Item]) -> tuple[str | None, int]:
 
 def read_any(path: str | Path, format: str | None = None, need_reply: bool = True) -> ReadAnyResult:
     """Read a .jsonl/.json/.csv/.parquet file of any supported format; every record is kept or rejected."""
+    file_format, records = stream_read(path, format, need_reply)
+    result = ReadAnyResult(format=file_format)
+    for record in records:
+        if isinstance(record, Conversation):
+            result.conversations.append(record)
+        else:
+            result.problems.append(Problem(record["source"], record["code"], record["reason"]))
+            result.rejected_records.append(record)
+    return result
+
+
+def stream_read(path: str | Path, format: str | None = None,
+                need_reply: bool = True) -> tuple[str | None, Iterator[Conversation | dict]]:
+    """``read_any`` one record at a time: (format, iterator of Conversations and reject rows), in file order.
+
+    Only the records needed to detect the format are held in memory; .jsonl files are never loaded whole."""
     if format is not None and format not in CONVERTERS:
         raise DataError(f"unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
-    items = read_items(path)
-    file_format, sampled = (format, 0) if format else detect_file_format(items)
-    result = ReadAnyResult(format=file_format)
+    items = iter_items(path)
+    head: list[Item] = []
+    if format is None:
+        seen = 0
+        for item in items:
+            head.append(item)
+            if item.error is None and candidate_formats(item.record):
+                seen += 1
+                if seen >= DETECT_SAMPLE:
+                    break
+    file_format, sampled = (format, 0) if format else detect_file_format(head)
+    return file_format, _records(chain(head, items), format, file_format, sampled, need_reply)
+
+
+def _records(items: Iterator[Item], format: str | None, file_format: str | None, sampled: int,
+             need_reply: bool) -> Iterator[Conversation | dict]:
     for item in items:
         if item.error is not None:
-            _reject(result, item, *item.error)
+            yield _reject_row(item, *item.error)
             continue
         if format is None:
             problem = detection_problem(item.record, file_format, sampled)
             if problem:
-                _reject(result, item, *problem)
+                yield _reject_row(item, *problem)
                 continue
         try:
             messages, extra = CONVERTERS[file_format](item.record)  # type: ignore[index]
         except RecordError as exc:
-            _reject(result, item, exc.code, exc.reason)
+            yield _reject_row(item, exc.code, exc.reason)
             continue
         found = check_messages(messages, need_reply=need_reply)
         if found:
             code, reason = found[0]
             more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
-            _reject(result, item, code, reason + more)
+            yield _reject_row(item, code, reason + more)
             continue
         messages = [normalise_message(m) for m in messages]
-        result.conversations.append(Conversation(messages=messages, source=item.source, extra=extra))
-    return result
+        yield Conversation(messages=messages, source=item.source, extra=extra)
 
 
 def detection_problem(record: Any, file_format: str | None, sampled: int) -> tuple[str, str] | None:
@@ -118,15 +148,14 @@ def detection_problem(record: Any, file_format: str | None, sampled: int) -> tup
     return None
 
 
-def _reject(result: ReadResult, item: Item, code: str, reason: str) -> None:
+def _reject_row(item: Item, code: str, reason: str) -> dict:
     raw = item.raw
     if not isinstance(raw, str):
         try:
             raw = json.dumps(raw, ensure_ascii=False, default=str)
         except (ValueError, RecursionError):
             raw = repr(raw)
-    result.problems.append(Problem(item.source, code, reason))
-    result.rejected_records.append({"source": item.source, "code": code, "reason": reason, "raw": raw})
+    return {"source": item.source, "code": code, "reason": reason, "raw": raw}
 
 
 def _role(turn: dict[str, Any]) -> str | None:

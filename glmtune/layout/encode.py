@@ -27,6 +27,42 @@ class EncodeResult:
         return sum(len(x) for x in self.input_ids)
 
 
+@dataclass
+class EncodedOne:
+    """One conversation fitted to ``max_length``; ``problem`` is (code, reason) when it trains nothing."""
+
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+    trained: int
+    trained_removed: int
+    problem: tuple[str, str] | None
+
+
+def encode_one(messages: list[dict], layout: ChatLayout, combine: bool, max_length: int,
+               truncation: str = "official") -> EncodedOne:
+    """Encode one conversation and fit it by the ``truncation`` policy (see ``encode_conversations``)."""
+    sample = layout.encode(messages, combine=combine)
+    ids, labels = sample.input_ids, sample.labels
+    truncated, removed = False, 0
+    if len(ids) > max_length:
+        truncated = True
+        fitted = (keep_recent(layout, messages, combine, max_length) if truncation == "keep_recent"
+                  else right_cut(sample, max_length))
+        removed = max(0, sample.num_trained - fitted.num_trained)
+        ids, labels = fitted.input_ids, fitted.labels
+    trained = sum(1 for x in labels if x != IGNORE_INDEX)
+    problem = None
+    if trained == 0:
+        why = (
+            f"all supervised tokens fall beyond data.max_length={max_length} ({len(sample.input_ids)} tokens)"
+            if sample.num_trained
+            else "no supervised token (every assistant reply has loss: false)"
+        )
+        problem = ("all_labels_truncated" if sample.num_trained else "nothing_to_train", why)
+    return EncodedOne(ids, labels, truncated, trained, removed, problem)
+
+
 def encode_conversations(
     conversations: list[Conversation], layout: ChatLayout, combine: bool, max_length: int,
     truncation: str = "official",
@@ -36,28 +72,16 @@ def encode_conversations(
     result = EncodeResult()
     for conv in conversations:
         try:
-            sample = layout.encode(conv.messages, combine=combine)
+            one = encode_one(conv.messages, layout, combine, max_length, truncation)
         except LayoutError as exc:  # name the record the template cannot lay out
             raise LayoutError(f"{conv.source}: {exc}" if conv.source else str(exc)) from None
-        ids, labels = sample.input_ids, sample.labels
-        if len(ids) > max_length:
-            result.truncated += 1
-            fitted = (keep_recent(layout, conv.messages, combine, max_length) if truncation == "keep_recent"
-                      else right_cut(sample, max_length))
-            result.trained_tokens_removed += max(0, sample.num_trained - fitted.num_trained)
-            ids, labels = fitted.input_ids, fitted.labels
-        trained = sum(1 for x in labels if x != IGNORE_INDEX)
-        if trained == 0:
-            why = (
-                f"all supervised tokens fall beyond data.max_length={max_length} ({len(sample.input_ids)} tokens)"
-                if sample.num_trained
-                else "no supervised token (every assistant reply has loss: false)"
-            )
-            code = "all_labels_truncated" if sample.num_trained else "nothing_to_train"
-            result.dropped.append(Problem(conv.source, code, why))
+        result.truncated += one.truncated
+        result.trained_tokens_removed += one.trained_removed
+        if one.problem:
+            result.dropped.append(Problem(conv.source, *one.problem))
             continue
-        result.input_ids.append(ids)
-        result.labels.append(labels)
+        result.input_ids.append(one.input_ids)
+        result.labels.append(one.labels)
         result.sources.append(conv.source)
-        result.trained_tokens += trained
+        result.trained_tokens += one.trained
     return result

@@ -4,33 +4,71 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from glmtune.config.schema import DataSource
+from glmtune.data.cache import cache_root, tokenizer_fingerprint
 from glmtune.data.conversation import Conversation
 from glmtune.data.glm4_jsonl import write_rejects
 from glmtune.data.placeholders import fill_placeholders, find_placeholders
 from glmtune.data.read import read_any
-from glmtune.data.train_clean import Cleaned
+from glmtune.data.train_clean import CleanSettings, clean_for_training
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import EncodeResult, encode_conversations
+from glmtune.train.tokenize import iter_conversations, tokenise_file
+
+Rows = list[dict[str, Any]] | Dataset  # samples: in-memory rows, or Arrow (memory-mapped) with the same columns
+MODEL_INPUTS = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32"))})
+
+
+class ConversationView:
+    """The conversations behind an ``Encoded``, decoded lazily from Arrow (or held in a list)."""
+
+    def __init__(self, parts: list[Dataset] | list[Conversation]) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[Conversation]:
+        for part in self.parts:
+            if isinstance(part, Conversation):
+                yield part
+            else:
+                yield from iter_conversations(part)
+
+    def __len__(self) -> int:
+        return sum(1 if isinstance(p, Conversation) else len(p) for p in self.parts)
+
+    def head(self, n: int) -> list[Conversation]:
+        """The first ``n`` conversations."""
+        out: list[Conversation] = []
+        for conv in self:
+            if len(out) >= n:
+                break
+            out.append(conv)
+        return out
 
 
 @dataclass
 class Encoded:
     """Samples of one or more files plus what happened on the way."""
 
-    rows: list[dict[str, Any]]
+    rows: Rows
     result: EncodeResult
     records: int
     rejected: int
-    conversations: list[Conversation]
+    conversations: ConversationView
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of every sample, in order."""
+        if isinstance(self.rows, Dataset):
+            return self.rows.select_columns(["length"]).with_format("numpy")[:]["length"].tolist()
+        return [len(r["input_ids"]) for r in self.rows]
 
 
 def read_source(source: DataSource, values: dict[str, str]) -> tuple[list[Conversation], list[dict], int]:
@@ -62,9 +100,91 @@ def encode_sources(
     seed: int = 0,
     say: Any = print,
     truncation: str = "official",
-    cleaner: Callable[[list[Conversation]], Cleaned] | None = None,
+    cache_dir: str | None = None,
+    cache: bool = True,
+    num_proc: int | str = "auto",
+    clean: CleanSettings | None = None,
 ) -> Encoded:
-    """Read and encode every source; write rejects with reasons; refuse when too much was rejected."""
+    """Read, check and tokenise every source through `datasets` (cached on disk by content hash); write
+    rejects with reasons; refuse when too much was rejected. Samples come back memory-mapped."""
+    tokenizer_fp = tokenizer_fingerprint(layout.tokenizer)  # type: ignore[attr-defined]
+    root = cache_root(cache_dir) if cache else None
+    parts: list[Dataset] = []
+    convs: list[Dataset] = []
+    reject_files: list[Path] = []
+    total = rejected = removed = 0
+    merged = EncodeResult()
+    for source in sources:
+        tok = tokenise_file(source, layout, tokenizer_fp, combine, max_length, truncation, values or {}, root,
+                            num_proc, clean)
+        if tok.cleaning:
+            say(f"  {source.path}: {tok.cleaning}")
+        removed += tok.removed_duplicates
+        samples = weighted_dataset(tok.samples, source.weight, seed)
+        parts.append(samples)
+        convs.append(tok.conversations)
+        total += tok.records
+        rejected += tok.rejected
+        reject_files.append(tok.rejects_file)
+        merged.truncated += tok.truncated
+        merged.trained_tokens += tok.trained_tokens
+        merged.trained_tokens_removed += tok.trained_tokens_removed
+        weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
+        say(f"  {source.path}: {tok.records} records -> {len(samples)} samples{weight}, {tok.rejected} left out, "
+            f"{tok.truncated} over max_length={max_length} fitted by '{truncation}' "
+            f"({tok.trained_tokens_removed} trained tokens removed)")
+        where = f"cache hit: {tok.path}" if tok.cache_hit else (f"cached: {tok.path}" if cache else "cache off")
+        say(f"  tokenised {len(tok.samples)} samples ({where})")
+    for row in _first_rejects(reject_files, 5):
+        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
+    where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
+    if (rejected or removed) and rejects_path:
+        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        with rejects_path.open("w", encoding="utf-8") as out:
+            for path in reject_files:
+                with path.open(encoding="utf-8") as fh:
+                    for line in fh:
+                        out.write(line)
+        say(f"  {rejected + removed} record(s) left out; every one is listed with its reason in {rejects_path}")
+    elif rejected:
+        say(f"  {rejected} record(s) would be left out")
+    rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if not len(rows):
+        raise DataError(f"no usable training sample ({rejected} left out, see {where})")
+    if total and rejected / total > max_reject_ratio:
+        raise DataError(
+            f"{rejected} of {total} records ({rejected / total:.0%}) were rejected, more than "
+            f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
+        )
+    return Encoded(rows, merged, total, rejected, ConversationView(convs))
+
+
+def _first_rejects(files: list[Path], n: int) -> list[dict]:
+    rows: list[dict] = []
+    for path in files:
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if len(rows) >= n:
+                    return rows
+                rows.append(json.loads(line))
+    return rows
+
+
+def encode_sources_loop(
+    sources: list[DataSource],
+    layout: ChatLayout,
+    combine: bool,
+    max_length: int,
+    rejects_path: Path | None,
+    values: dict[str, str] | None = None,
+    max_reject_ratio: float = 1.0,
+    seed: int = 0,
+    say: Any = print,
+    truncation: str = "official",
+    clean: CleanSettings | None = None,
+) -> Encoded:
+    """``encode_sources`` the old way: everything in memory, one Python loop (kept as the reference the
+    `datasets` path is tested and benchmarked against)."""
     rows: list[dict[str, Any]] = []
     rejects: list[dict] = []
     total = 0
@@ -72,8 +192,8 @@ def encode_sources(
     conversations: list[Conversation] = []
     for source in sources:
         convs, bad, records = read_source(source, values or {})
-        if cleaner is not None:
-            cleaned = cleaner(convs)
+        if clean is not None:
+            cleaned = clean_for_training(convs, clean.repair, clean.name, clean.author, clean.drop_conflicts)
             convs, bad = cleaned.kept, bad + cleaned.rejects
             if cleaned.summary():
                 say(f"  {source.path}: {cleaned.summary()}")
@@ -110,40 +230,65 @@ def encode_sources(
         )
     merged.input_ids = [r["input_ids"] for r in rows]
     merged.labels = [r["labels"] for r in rows]
-    return Encoded(rows, merged, total, len(rejects), conversations)
+    return Encoded(rows, merged, total, len(rejects), ConversationView(conversations))
+
+
+def weighted_indices(n: int, weight: float, seed: int) -> list[int]:
+    """Repeat whole copies for the integer part of ``weight``, then a seeded sample for the fraction."""
+    whole, frac = int(weight), weight - int(weight)
+    extra = list(range(n))
+    random.Random(seed + 7).shuffle(extra)
+    return list(range(n)) * whole + extra[: round(frac * n)]
 
 
 def weighted(rows: list[dict], weight: float, seed: int) -> list[dict]:
-    """Repeat whole copies for the integer part of ``weight``, then a seeded sample for the fraction."""
-    if weight == 1.0:
-        return rows
-    whole, frac = int(weight), weight - int(weight)
-    extra = rows[:]
-    random.Random(seed + 7).shuffle(extra)
-    return rows * whole + extra[: round(frac * len(rows))]
+    """``weighted_indices`` applied to in-memory rows."""
+    return rows if weight == 1.0 else [rows[i] for i in weighted_indices(len(rows), weight, seed)]
 
 
-def split_validation(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+def weighted_dataset(rows: Dataset, weight: float, seed: int) -> Dataset:
+    """``weighted_indices`` applied to an Arrow dataset (an index mapping; nothing is copied)."""
+    return rows if weight == 1.0 else rows.select(weighted_indices(len(rows), weight, seed))
+
+
+def split_validation(rows: Rows, size: int, seed: int) -> tuple[Rows, Rows]:
     """Deterministically hold ``size`` samples out (seeded shuffle); return (train, validation)."""
     if size <= 0:
         return rows, []
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     held = set(order[:size])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    del order
+    keep = [i for i in range(len(rows)) if i not in held]
+    return _take(rows, keep), _take(rows, sorted(held))
 
 
-def replay_sample(rows: list[dict], count: int, seed: int) -> list[dict]:
+def replay_sample(rows: Rows, count: int, seed: int) -> Rows:
     """``count`` replay samples, drawn without replacement while possible, deterministic for ``seed``."""
     rng = random.Random(seed + 1)
-    picked: list[dict] = []
-    while len(picked) < count and rows:
-        batch = rows[:]
+    picked: list[int] = []
+    while len(picked) < count and len(rows):
+        batch = list(range(len(rows)))
         rng.shuffle(batch)
         picked.extend(batch[: count - len(picked)])
-    return picked
+    return _take(rows, picked)
 
 
-def to_dataset(rows: list[dict]) -> Dataset:
-    """An Arrow dataset with just the model inputs."""
-    return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]})
+def _take(rows: Rows, indices: list[int]) -> Rows:
+    return rows.select(indices) if isinstance(rows, Dataset) else [rows[i] for i in indices]
+
+
+def to_dataset(*parts: Rows | None) -> Dataset:
+    """One dataset with just the model inputs, the parts in order (Arrow parts stay memory-mapped)."""
+    datasets = [_model_inputs(p) for p in parts if p is not None and len(p)]
+    if not datasets:
+        return _model_inputs([])
+    return datasets[0] if len(datasets) == 1 else concatenate_datasets(datasets)
+
+
+def _model_inputs(rows: Rows) -> Dataset:
+    if isinstance(rows, Dataset):
+        rows = rows.select_columns(["input_ids", "labels"])
+        return rows if rows.features == MODEL_INPUTS else rows.cast(MODEL_INPUTS)
+    return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]},
+                             features=MODEL_INPUTS)

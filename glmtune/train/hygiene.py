@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from glmtune.config.schema import GlmtuneConfig
+from glmtune.data.cache import file_sha256
 from glmtune.errors import UserError
 
 FINGERPRINT = "run_fingerprint.json"
@@ -30,19 +30,14 @@ def fingerprint(config: GlmtuneConfig, data_files: list[str]) -> dict[str, Any]:
     """What must not change between a run and its resumption: the config and the data bytes."""
     cfg = config.model_dump(mode="json")
     cfg["training"].pop("output_dir", None)
+    for key in ("cache", "cache_dir", "num_proc"):  # where and how data is tokenised, not what it becomes
+        cfg["data"].pop(key, None)
     return {"config": cfg, "data": data_hashes(data_files)}
 
 
 def data_hashes(data_files: list[str]) -> dict[str, str]:
     """SHA-256 of each data file's bytes."""
-    data = {}
-    for path in data_files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        data[path] = digest.hexdigest()
-    return data
+    return {path: file_sha256(path) for path in data_files}
 
 
 def check_data_unchanged(current: dict[str, Any]) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 
 from glmtune.config.loader import ConfigError, data_sources
 from glmtune.config.schema import GlmtuneConfig
-from glmtune.data.train_clean import clean_for_training
+from glmtune.data.train_clean import CleanSettings
 from glmtune.layout import get_layout
 from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
@@ -33,9 +32,10 @@ from glmtune.train.hygiene import (
     prepare_output_dir,
     write_fingerprint,
 )
-from glmtune.train.plan import DataStats, Plan, make_plan, model_param_count
+from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_param_count
 from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
+from glmtune.train.stream import StreamedData, check_streaming, resolve_streaming
 
 
 @dataclass
@@ -141,6 +141,7 @@ class PreparedRun:
     train: Encoded
     eval: Encoded | None
     plan: Plan
+    stream: StreamedData | None = None
 
 
 def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> PreparedRun:
@@ -160,25 +161,37 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
     values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
     common = {"layout": layout, "combine": data.combine, "max_length": data.max_length, "values": values,
-              "seed": config.training.seed, "say": say, "truncation": data.truncation}
-    cleaner = partial(clean_for_training, repair=data.repair, name=identity.name, author=identity.author,
-                      drop_conflicts=identity.conflicts == "drop")
-    train_enc = encode_sources(data_sources(data.train_file), rejects_path=out / "rejected.jsonl" if out else None,
-                               max_reject_ratio=data.max_reject_ratio, cleaner=cleaner, **common)
+              "seed": config.training.seed, "say": say, "truncation": data.truncation, "cache": data.cache,
+              "cache_dir": data.cache_dir, "num_proc": data.num_proc,
+              "clean": CleanSettings(data.repair, identity.name, identity.author, identity.conflicts == "drop")}
+    sources = data_sources(data.train_file)
+    streaming, why = resolve_streaming(data.streaming, sources)
+    stream = None
+    if streaming:
+        check_streaming(config, sources, why)
+        say(f"streaming: on ({why}); samples are read and tokenised while training")
+        stream = StreamedData(sources, layout, data.combine, data.max_length, data.truncation, values,
+                              out / "rejected.jsonl" if out else None)
+        train_enc, stats = stream.probe(data.max_reject_ratio, say)
+    else:
+        train_enc = encode_sources(sources, rejects_path=out / "rejected.jsonl" if out else None,
+                                   max_reject_ratio=data.max_reject_ratio, **common)
+        lengths = train_enc.lengths
+        stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
     eval_enc = None
     if data.eval_file:
         eval_enc = encode_sources(data_sources(data.eval_file), rejects_path=out / "rejected_eval.jsonl" if out else None,
                                   **common)
-    checked = verify_layout(layout, tokenizer, [c.messages for c in train_enc.conversations], data.combine)
+    checked = verify_layout(layout, tokenizer, [c.messages for c in train_enc.conversations.head(16)], data.combine)
     say(f"layout verified on {checked} conversations: ids equal the chat template, every trained span is a "
         "reply ending in a stop token")
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite), say)
-    lengths = [len(r["input_ids"]) for r in train_enc.rows]
-    stats = DataStats(len(train_enc.rows), train_enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
     params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
     plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None)
-    return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan)
+    plan.config.data.streaming = streaming
+    plan.items.append(PlanItem("data.streaming", streaming, why, "config" if data.streaming != "auto" else "auto"))
+    return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan, stream)
 
 
 def save_stop_ids(base: str, stop_ids: list[int], pad_id: int | None, out: Path) -> None:
@@ -252,21 +265,30 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         (out / "plan.json").write_text(json.dumps(plan.as_dict(), indent=2, default=str))
     say(f"precision: {precision.reason}")
 
-    train_rows, val_rows = split_validation(train_enc.rows, 0 if eval_enc else int(data.val_size), config.training.seed)
+    stream = prepared.stream
+    if stream and extra_train_samples:
+        check_streaming(config, data_sources(data.train_file), "data.streaming", extra_samples=True)
+    val_size = 0 if eval_enc else int(data.val_size)
+    if stream:
+        val_rows = stream.validation(val_size)
+        train_rows = stream.training(len(val_rows), config.training.seed)
+    else:
+        train_rows, val_rows = split_validation(train_enc.rows, val_size, config.training.seed)
     if eval_enc:
         val_rows = eval_enc.rows
     n_task = len(train_rows)
     if val_rows and not eval_enc and main:
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
-        say(f"validation: {len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
+        first = "the first " if stream else ""
+        say(f"validation: {first}{len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
+    picked = None
     if data.replay_file and float(data.replay_ratio) > 0:
         replay = encode_sources(data_sources(data.replay_file), layout, data.combine, data.max_length,
                                 out / "rejected_replay.jsonl", seed=config.training.seed, say=say,
-                                truncation=data.truncation)
+                                truncation=data.truncation, cache=data.cache, cache_dir=data.cache_dir,
+                                num_proc=data.num_proc)
         picked = replay_sample(replay.rows, round(float(data.replay_ratio) * len(train_rows)), config.training.seed)
-        train_rows = train_rows + picked
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
-    train_rows = train_rows + list(extra_train_samples or [])
     check_data_unchanged(current)  # all data is encoded now; later changes to the files do not reach this run
 
     # Frozen base weights of adapter methods can sit in bf16; trained weights keep fp32 masters.
@@ -280,13 +302,15 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     say(f"padding: {pad:.1%} of tokens would be padding unpacked; "
         + ("0% with packing (on)" if data.packing else "packing off")
         + (", length-grouped batches" if data.group_by_length else ""))
-    if float(data.self_replay) > 0:
+    extra = list(extra_train_samples or [])
+    if float(data.self_replay) > 0 and not stream:
         from glmtune.train.self_replay import self_replay_rows
 
         names = tuple(n for n in (config.identity.name, config.identity.author) if n)
-        train_rows = train_rows + self_replay_rows(
+        extra += self_replay_rows(
             model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task,
             config.training.seed, data.max_length, data.truncation, names, out if main else None, say)
+    train_dataset = train_rows if stream else to_dataset(train_rows, picked, extra)
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
     from transformers import set_seed
@@ -307,7 +331,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     trainer = GuardedTrainer(
         model=model,
         args=training_arguments(config, precision.bf16, precision.fp16, has_eval),
-        train_dataset=to_dataset(train_rows),
+        train_dataset=train_dataset,
         eval_dataset=to_dataset(val_rows) if has_eval else None,
         data_collator=collator(tokenizer, bool(data.packing)),
         callbacks=callbacks,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,13 @@ class Item:
 
 def read_items(path: str | Path) -> list[Item]:
     """Read every record of a data file; file-level problems raise ``DataError``, record-level ones are Items."""
+    return list(iter_items(path))
+
+
+def iter_items(path: str | Path) -> Iterator[Item]:
+    """Records of a data file one by one; .jsonl is read lazily (constant memory), other containers whole.
+
+    File-level problems (missing file, unknown extension) raise ``DataError`` at once, not on first use."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
@@ -35,12 +42,18 @@ def read_items(path: str | Path) -> list[Item]:
                         f"supported: {', '.join(READERS)}")
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    return reader(path)
+    if reader is read_jsonl:
+        return iter_jsonl(path)
+    return iter(reader(path))
 
 
 def read_jsonl(path: Path) -> list[Item]:
     """One JSON record per line (``path:line``); blank lines are skipped, bad bytes are per-line problems."""
-    items = []
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: Path) -> Iterator[Item]:
+    """``read_jsonl`` one line at a time."""
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             source = f"{path}:{lineno}"
@@ -48,13 +61,12 @@ def read_jsonl(path: Path) -> list[Item]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 reason = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                items.append(Item(source, raw=raw.decode("utf-8", errors="replace"), error=("bad_encoding", reason)))
+                yield Item(source, raw=raw.decode("utf-8", errors="replace"), error=("bad_encoding", reason))
                 continue
             if lineno == 1:
                 text = text.removeprefix("\ufeff")
             if text.strip():
-                items.append(_parse_line(source, text))
-    return items
+                yield _parse_line(source, text)
 
 
 def _parse_line(source: str, text: str) -> Item:

@@ -1,0 +1,249 @@
+"""Tokenise one data file through `datasets`: Arrow on disk, multi-process ``map``, cached by content hash.
+
+A cache entry is a folder named by the hash of everything the samples depend on (see ``cache_parts``):
+``conversations.arrow`` (normalised messages as JSON), ``encoded*.arrow`` (one file per ``map`` process),
+``kept.npy`` (rows that train something, when some do not), ``rejects.jsonl`` and ``meta.json``, written
+last. Entries are built in a temporary sibling folder and renamed into place, so a crash leaves no half entry.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, Features, List, Value, concatenate_datasets
+
+from glmtune.config.schema import DataSource
+from glmtune.data.cache import cache_key, code_fingerprint, file_sha256
+from glmtune.data.conversation import Conversation
+from glmtune.data.placeholders import fill_placeholders, find_placeholders
+from glmtune.data.read import stream_read
+from glmtune.data.train_clean import CleanSettings, TrainingCleaner, clean_summary
+from glmtune.layout.base import ChatLayout
+from glmtune.layout.encode import encode_one
+
+WRITE_BATCH = 1000  # rows per Arrow record batch and per ``map`` batch: bounds memory, not data size
+SMALL_DATA = 20_000  # conversations each extra ``map`` process must have; below it encoding stays in-process
+MAX_PROC = 8
+CONVERSATIONS = pa.schema([("messages", pa.string()), ("source", pa.string())])
+ENCODED = Features({
+    "input_ids": List(Value("int32")), "labels": List(Value("int32")), "source": Value("string"),
+    "length": Value("int32"), "trained": Value("int32"), "truncated": Value("bool"),
+    "removed": Value("int32"), "code": Value("string"), "reason": Value("string"),
+})
+SAMPLE_COLUMNS = ["input_ids", "labels", "source", "length"]
+
+
+@dataclass
+class Tokenised:
+    """One file tokenised: kept samples (memory-mapped Arrow) and what happened on the way."""
+
+    samples: Dataset  # input_ids, labels, source, length; file order
+    conversations: Dataset  # messages (JSON text), source: every conversation that reached the encoder
+    records: int
+    rejected: int
+    truncated: int
+    trained_tokens: int
+    trained_tokens_removed: int
+    rejects_file: Path
+    path: Path
+    cache_hit: bool
+    cleaning: str = ""  # what the training-time repairs and filters did (empty when nothing)
+    removed_duplicates: int = 0
+
+
+class Encoder:
+    """The ``Dataset.map`` function: a batch of JSON conversations to samples plus per-row bookkeeping."""
+
+    def __init__(self, layout: ChatLayout, combine: bool, max_length: int, truncation: str) -> None:
+        self.layout, self.combine, self.max_length, self.truncation = layout, combine, max_length, truncation
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        """Encode every conversation of ``batch``; dropped ones get empty ids and a (code, reason)."""
+        out: dict[str, list] = {name: [] for name in ENCODED}
+        for messages, source in zip(batch["messages"], batch["source"]):
+            one = encode_one(json.loads(messages), self.layout, self.combine, self.max_length, self.truncation)
+            code, reason = one.problem or ("", "")
+            ids, labels = ([], []) if one.problem else (one.input_ids, one.labels)
+            for name, value in (("input_ids", ids), ("labels", labels), ("source", source),
+                                ("length", len(ids)), ("trained", one.trained), ("truncated", one.truncated),
+                                ("removed", one.trained_removed), ("code", code), ("reason", reason)):
+                out[name].append(value)
+        return out
+
+
+def resolve_num_proc(num_proc: int | str, conversations: int) -> int:
+    """``auto``: one process per ``SMALL_DATA`` conversations, at most the usable CPUs (and 8); else as set."""
+    if num_proc != "auto":
+        return max(1, min(int(num_proc), conversations))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, MAX_PROC, math.ceil(conversations / SMALL_DATA) if conversations > SMALL_DATA else 1))
+
+
+def cache_parts(source: DataSource, tokenizer_fp: str, layout: ChatLayout, combine: bool, max_length: int,
+                truncation: str, values: dict[str, str], clean: CleanSettings | None = None) -> dict[str, Any]:
+    """Everything a file's samples depend on; its hash names the cache entry."""
+    return {"path": source.path, "sha256": file_sha256(source.path), "format": source.format,
+            "tokenizer": tokenizer_fp, "layout": layout.name, "combine": combine, "max_length": max_length,
+            "truncation": truncation, "values": values, "code": code_fingerprint(),
+            "clean": clean.as_dict() if clean else None}
+
+
+def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, combine: bool, max_length: int,
+                  truncation: str, values: dict[str, str], root: Path | None,
+                  num_proc: int | str = "auto", clean: CleanSettings | None = None) -> Tokenised:
+    """Tokenise ``source`` into the cache under ``root`` (a throw-away folder when ``root`` is None)."""
+    key = cache_key(cache_parts(source, tokenizer_fp, layout, combine, max_length, truncation, values, clean))
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="glmtune-tokenised-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    entry = root / key
+    if (entry / "meta.json").is_file():
+        return load_entry(entry, cache_hit=True)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
+    try:
+        build_entry(tmp, source, layout, combine, max_length, truncation, values, num_proc, key, clean)
+        if (entry / "meta.json").is_file():  # another run finished the same entry meanwhile
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            tmp.rename(entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_entry(entry, cache_hit=False)
+
+
+def build_entry(tmp: Path, source: DataSource, layout: ChatLayout, combine: bool, max_length: int,
+                truncation: str, values: dict[str, str], num_proc: int | str, key: str,
+                clean: CleanSettings | None = None) -> None:
+    """Read, check and encode ``source`` into the folder ``tmp``; ``meta.json`` is written last."""
+    fmt, records = stream_read(source.path, None if source.format == "auto" else source.format)
+    counts = write_conversations(records, values, tmp, TrainingCleaner(clean) if clean else None)
+    convs = Dataset.from_file(str(tmp / "conversations.arrow"))
+    procs = resolve_num_proc(num_proc, len(convs))
+    if len(convs):
+        quiet = len(convs) < SMALL_DATA and datasets.is_progress_bar_enabled()
+        if quiet:
+            datasets.disable_progress_bars()
+        try:
+            encoded = convs.map(
+                Encoder(layout, combine, max_length, truncation), batched=True, batch_size=WRITE_BATCH,
+                num_proc=procs if procs > 1 else None, remove_columns=["messages", "source"], features=ENCODED,
+                cache_file_name=str(tmp / "encoded.arrow"), writer_batch_size=WRITE_BATCH, new_fingerprint=key,
+                load_from_cache_file=False, desc=f"tokenising {source.path}")
+        finally:
+            if quiet:
+                datasets.enable_progress_bars()
+        table = encoded.data
+        kept_mask = pc.equal(table.column("code"), "").to_numpy(zero_copy_only=False)
+        dropped = np.flatnonzero(~kept_mask)
+        if len(dropped):
+            np.save(tmp / "kept.npy", np.flatnonzero(kept_mask))
+        rows = encoded.select(dropped).select_columns(["source", "code", "reason"]) if len(dropped) else []
+        with (tmp / "rejects_encode.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        stats = {name: int(pc.sum(table.column(name).cast(pa.int64())).as_py() or 0)
+                 for name in ("trained", "truncated", "removed")}
+        counts.update(samples=int(kept_mask.sum()), dropped=len(dropped), **stats)
+        del encoded, table
+    else:
+        counts.update(samples=0, dropped=0, trained=0, truncated=0, removed=0)
+    with (tmp / "rejects.jsonl").open("w", encoding="utf-8") as out:
+        for part in ("rejects_read.jsonl", "rejects_placeholder.jsonl", "rejects_clean.jsonl", "rejects_encode.jsonl"):
+            if (tmp / part).is_file():
+                with (tmp / part).open(encoding="utf-8") as fh:
+                    shutil.copyfileobj(fh, out)
+                (tmp / part).unlink()
+    meta = {"source": source.path, "format": fmt, "num_proc": procs, **counts,
+            "rejected": counts["read_rejected"] + counts["placeholder_rejected"] + counts["conflicts"]
+            + counts["dropped"]}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def write_conversations(records: Iterator[Conversation | dict], values: dict[str, str], tmp: Path,
+                        cleaner: TrainingCleaner | None = None) -> dict[str, Any]:
+    """Stream checked (and cleaned) conversations into ``conversations.arrow`` and rejects into JSONL."""
+    counts: dict[str, Any] = {"records": 0, "read_rejected": 0, "placeholder_rejected": 0}
+    clean_fh = (tmp / "rejects_clean.jsonl").open("w", encoding="utf-8")
+    messages: list[str] = []
+    sources: list[str] = []
+    with (tmp / "rejects_read.jsonl").open("w", encoding="utf-8") as read_fh, \
+            (tmp / "rejects_placeholder.jsonl").open("w", encoding="utf-8") as hole_fh, \
+            pa.OSFile(str(tmp / "conversations.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, CONVERSATIONS) as writer:
+        for record in records:
+            counts["records"] += 1
+            if not isinstance(record, Conversation):
+                read_fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                counts["read_rejected"] += 1
+                continue
+            filled = fill_placeholders(record.messages, values) if values else record.messages
+            missing = find_placeholders(filled)
+            if missing:
+                hole_fh.write(json.dumps(placeholder_reject(record.source, filled, missing), ensure_ascii=False) + "\n")
+                counts["placeholder_rejected"] += 1
+                continue
+            if cleaner is not None:
+                kept, reject = cleaner(Conversation(filled, record.source, record.extra))
+                if kept is None:
+                    clean_fh.write(json.dumps(reject, ensure_ascii=False) + "\n")
+                    continue
+                filled = kept.messages
+            messages.append(json.dumps(filled, ensure_ascii=False))
+            sources.append(record.source)
+            if len(messages) >= WRITE_BATCH:
+                writer.write_batch(pa.record_batch([messages, sources], schema=CONVERSATIONS))
+                messages, sources = [], []
+        if messages:
+            writer.write_batch(pa.record_batch([messages, sources], schema=CONVERSATIONS))
+    clean_fh.close()
+    counts.update(duplicates=cleaner.duplicates if cleaner else 0, conflicts=cleaner.conflicts if cleaner else 0,
+                  repairs=dict(cleaner.repairs) if cleaner else {})
+    return counts
+
+
+def placeholder_reject(source: str, messages: list[dict], missing: set[str]) -> dict:
+    """The reject row of a conversation that still holds ``{{...}}`` placeholders."""
+    names = ", ".join("{{" + m + "}}" for m in sorted(missing))
+    return {"source": source, "code": "unfilled_placeholder",
+            "reason": f"{names} left in the data; set identity.name / identity.author",
+            "raw": json.dumps({"messages": messages}, ensure_ascii=False)}
+
+
+def load_entry(entry: Path, cache_hit: bool) -> Tokenised:
+    """Open a finished cache entry, memory-mapped."""
+    meta = json.loads((entry / "meta.json").read_text())
+    files = sorted(entry.glob("encoded*.arrow"))
+    if files:
+        encoded = concatenate_datasets([Dataset.from_file(str(f)) for f in files])
+    else:
+        encoded = Dataset.from_dict({name: [] for name in ENCODED}, features=ENCODED)
+    if (entry / "kept.npy").is_file():
+        encoded = encoded.select(np.load(entry / "kept.npy"))
+    convs = Dataset.from_file(str(entry / "conversations.arrow"))
+    return Tokenised(encoded.select_columns(SAMPLE_COLUMNS), convs, meta["records"], meta["rejected"],
+                     meta["truncated"], meta["trained"], meta["removed"], entry / "rejects.jsonl", entry, cache_hit,
+                     clean_summary(meta.get("repairs", {}), meta.get("duplicates", 0), meta.get("conflicts", 0)),
+                     meta.get("duplicates", 0))
+
+
+def iter_conversations(convs: Dataset) -> Iterator[Conversation]:
+    """The conversations of a tokenised file, decoded batch by batch."""
+    for batch in convs.iter(batch_size=WRITE_BATCH):
+        for messages, source in zip(batch["messages"], batch["source"]):
+            yield Conversation(json.loads(messages), source)
