@@ -9,12 +9,12 @@ import pytest
 
 from glmtune.config.schema import DataSource
 from glmtune.data.conversation import Conversation
-from glmtune.data.train_clean import clean_for_training
+from glmtune.data.train_clean import CleanSettings, clean_for_training
 from glmtune.errors import DataError
 from glmtune.infer.generate import Generation
 from glmtune.layout.base import get_layout
 from glmtune.train import self_replay
-from glmtune.train.dataset import encode_sources
+from glmtune.train.dataset import encode_sources, encode_sources_loop
 
 
 def conv(q: str, a: str, source: str) -> Conversation:
@@ -46,18 +46,17 @@ def test_duplicates_do_not_count_towards_the_reject_ratio(tmp_path: Path, tiny_t
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     layout = get_layout(tiny_tokenizer)
-
-    def cleaner(convs):
-        return clean_for_training(convs, True, "Nova", None, True)
-
-    enc = encode_sources([DataSource(path=str(path))], layout, True, 256, tmp_path / "rej.jsonl", cleaner=cleaner,
-                         max_reject_ratio=0.2, say=lambda *_: None)
-    assert len(enc.rows) == 1  # 4 duplicates removed (not counted) + 1 conflict (1 of 6 = 17% <= 20%)
-    lines = (tmp_path / "rej.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 5  # nothing lost: every left-out record is listed
-    with pytest.raises(DataError, match="1 of 6 records"):
-        encode_sources([DataSource(path=str(path))], layout, True, 256, None, cleaner=cleaner,
-                       max_reject_ratio=0.1, say=lambda *_: None)
+    clean = CleanSettings(True, "Nova", None, True)
+    for encode in (encode_sources, encode_sources_loop):  # the datasets path and the in-memory reference agree
+        enc = encode([DataSource(path=str(path))], layout, True, 256, tmp_path / "rej.jsonl", clean=clean,
+                     max_reject_ratio=0.2, say=lambda *_: None)
+        assert len(enc.rows) == 1  # 4 duplicates removed (not counted) + 1 conflict (1 of 6 = 17% <= 20%)
+        lines = (tmp_path / "rej.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 5  # nothing lost: every left-out record is listed
+        assert sorted(json.loads(x)["code"] for x in lines) == ["duplicate"] * 4 + ["identity_conflict"]
+        with pytest.raises(DataError, match="1 of 6 records"):
+            encode([DataSource(path=str(path))], layout, True, 256, None, clean=clean, max_reject_ratio=0.1,
+                   say=lambda *_: None)
 
 
 def test_user_turn_frame_glm4(tiny_tokenizer) -> None:

@@ -276,7 +276,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         train_rows, val_rows = split_validation(train_enc.rows, val_size, config.training.seed)
     if eval_enc:
         val_rows = eval_enc.rows
-    n_task = len(train_rows)
+    n_task = 0 if stream else len(train_rows)
     if val_rows and not eval_enc and main:
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
         first = "the first " if stream else ""
