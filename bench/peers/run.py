@@ -117,7 +117,8 @@ def run_peer(peer: str, spec: PeerSpec) -> PeerResult:
     losses, runtime, steps = trainer_state_log(adapter_dir)
     return PeerResult(peer=peer, adapter_dir=str(adapter_dir), wall_s=round(wall, 2), train_s=runtime,
                       peak_rss_mb=round(peak, 1), losses=losses, trained_tokens=int(stats.get("trained_tokens", 0)),
-                      steps=steps, returncode=rc, log_path=str(log_path), skipped=skipped)
+                      input_tokens=int(stats.get("input_tokens", 0)), steps=steps, returncode=rc,
+                      log_path=str(log_path), skipped=skipped, cuda_peak_mb=stats.get("cuda_peak_mb"))
 
 
 def load_adapter_check(model_dir: str, adapter_dir: str) -> int:
