@@ -36,7 +36,8 @@ from bench.peers.run import LAUNCH, PeerMissing, PeerSpec, child_env, run_monito
 from bench.peers.spec import PeerResult
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = [ROOT.parent / "shared" / "data" / f"alpaca_{lang}_demo.json" for lang in ("en", "zh")]
+DATA_DIR = ROOT.parent / "shared" / "data"
+DATA_FILES = ("alpaca_en_demo.json", "alpaca_zh_demo.json")
 CONTESTANTS = ("glmtune", "llamafactory", "trl")
 # GLM-4 shapes (Glm4ForCausalLM) on the tiny bilingual tokenizer; "tiny" is glmtune make-tiny itself.
 SIZES: dict[str, dict[str, int] | None] = {
@@ -71,6 +72,8 @@ def build_model(size: str, out: Path) -> Path:
         setattr(config, key, value)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
+    if size in ("medium", "large"):
+        model = model.to(torch.bfloat16)  # GPU sizes: halve the file; LoRA loads the frozen base in bf16 there
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(tiny).save_pretrained(target)
     for name in ("generation_config.json", "chat_template.jinja"):
@@ -79,16 +82,17 @@ def build_model(size: str, out: Path) -> Path:
     return target
 
 
-def write_data(out: Path) -> tuple[Path, int]:
+def write_data(out: Path, data_dir: Path) -> tuple[Path, int]:
     """alpaca_en_demo + alpaca_zh_demo read by glmtune's own reader, written as GLM-4 messages JSONL."""
     from glmtune.data.read import read_any
 
-    missing = [str(p) for p in DATA if not p.exists()]
+    sources = [data_dir / name for name in DATA_FILES]
+    missing = [str(p) for p in sources if not p.exists()]
     if missing:
         raise SystemExit(f"error: the shared data sets are missing: {', '.join(missing)}")
     path = out / "train.jsonl"
     rows = []
-    for source in DATA:
+    for source in sources:
         rows += [{"messages": c.messages} for c in read_any(source).conversations]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path, len(rows)
@@ -236,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="global batch = micro-batch (no accumulation)")
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--contestants", default=",".join(CONTESTANTS))
+    ap.add_argument("--data-dir", default=str(DATA_DIR), help="folder with alpaca_en_demo.json and alpaca_zh_demo.json")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     import torch
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.model_size, out / "models")
-    data, samples = write_data(out)
+    data, samples = write_data(out, Path(args.data_dir))
     n_params = param_count(model)
     bf16 = args.device == "cuda" and torch.cuda.is_bf16_supported()
     dtype = "bfloat16" if bf16 else "float32"

@@ -71,21 +71,30 @@ def child_env(device: str) -> dict[str, str]:
 
 
 def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> tuple[int, float, float]:
-    """Run ``cmd`` with output to ``log_path``; return (returncode, wall seconds, peak RSS MB of its process tree)."""
-    import psutil
+    """Run ``cmd`` with output to ``log_path``; return (returncode, wall seconds, peak RSS MB of its process tree).
 
+    Without psutil the peak falls back to the largest single child's maximum RSS (``getrusage``).
+    """
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
     started = time.perf_counter()
     peak = 0
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-        root = psutil.Process(proc.pid)
+        root = psutil.Process(proc.pid) if psutil else None
         while proc.poll() is None:
             try:
-                tree = [root, *root.children(recursive=True)]
+                tree = [root, *root.children(recursive=True)] if root else []
                 peak = max(peak, sum(_rss(p) for p in tree))
-            except psutil.NoSuchProcess:
+            except Exception:  # psutil.NoSuchProcess: the tree changed while it was read
                 pass
             time.sleep(0.1)
+    if root is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return proc.returncode, time.perf_counter() - started, peak / 2**20
 
 
