@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bench.peers.run import LAUNCH, PeerMissing, PeerSpec, child_env, run_monitored, run_peer
+from bench.peers.run import LAUNCH, PeerMissing, PeerSpec, absolute, child_env, run_monitored, run_peer
 from bench.peers.spec import PeerResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +114,9 @@ def glmtune_config(spec: PeerSpec) -> dict[str, Any]:
     }
 
 
-def run_glmtune(spec: PeerSpec) -> PeerResult:
+def run_glmtune(spec: PeerSpec, overrides: list[str] | None = None) -> PeerResult:
     """glmtune train in a subprocess of this interpreter, measured like the peers."""
+    spec = absolute(spec)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = out / "glmtune.yaml"
@@ -124,7 +125,8 @@ def run_glmtune(spec: PeerSpec) -> PeerResult:
     stats_path.unlink(missing_ok=True)
     env = child_env(spec.device)
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, str(LAUNCH), str(stats_path), "glmtune.cli.main:main", "train", str(config), "--overwrite"]
+    cmd = [sys.executable, str(LAUNCH), str(stats_path), "glmtune.cli.main:main", "train", str(config), "--overwrite",
+           *(overrides or [])]
     rc, wall, peak = run_monitored(cmd, env, log_path, cwd=out)
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     losses, runtime, steps = glmtune_log(out / "adapter" / "log.jsonl")
@@ -241,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--contestants", default=",".join(CONTESTANTS))
     ap.add_argument("--data-dir", default=str(DATA_DIR), help="folder with alpaca_en_demo.json and alpaca_zh_demo.json")
+    ap.add_argument("--glmtune-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a glmtune config override for its run, e.g. data.packing=false (repeatable)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     import torch
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no GPU", file=sys.stderr)
         return 2
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.model_size, out / "models")
     data, samples = write_data(out, Path(args.data_dir))
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                         bf16=bf16, device=args.device, logging_steps=log_every)
         print(f"running {name} ...", flush=True)
         try:
-            result = run_glmtune(spec) if name == "glmtune" else run_peer(name, spec)
+            result = run_glmtune(spec, args.glmtune_set) if name == "glmtune" else run_peer(name, spec)
         except PeerMissing as e:
             rows[name] = {"note": f"skipped: {e}"}
             print(f"  {rows[name]['note']}")

@@ -105,10 +105,19 @@ def _rss(p: Any) -> int:
         return 0
 
 
+def absolute(spec: PeerSpec) -> PeerSpec:
+    """The spec with absolute paths: the child runs in the output folder."""
+    from dataclasses import replace
+
+    return replace(spec, model_dir=str(Path(spec.model_dir).resolve()),
+                   train_jsonl=str(Path(spec.train_jsonl).resolve()), out_dir=str(Path(spec.out_dir).resolve()))
+
+
 def run_peer(peer: str, spec: PeerSpec) -> PeerResult:
     """Convert ``spec.train_jsonl`` for ``peer``, train it in its venv, and return what it produced and measured."""
     python = venv_python(peer)
     module = peer_module(peer)
+    spec = absolute(spec)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     adapter_dir = out / "adapter"
