@@ -125,8 +125,8 @@ def run_glmtune(spec: PeerSpec, overrides: list[str] | None = None) -> PeerResul
     stats_path.unlink(missing_ok=True)
     env = child_env(spec.device)
     env["PYTHONPATH"] = str(ROOT)
-    cmd = [sys.executable, str(LAUNCH), str(stats_path), "glmtune.cli.main:main", "train", str(config), "--overwrite",
-           *(overrides or [])]
+    cmd = [sys.executable, str(LAUNCH), str(stats_path), "glmtune.cli.main:main", "train", str(config),
+           *(overrides or []), "--overwrite"]
     rc, wall, peak = run_monitored(cmd, env, log_path, cwd=out)
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     losses, runtime, steps = glmtune_log(out / "adapter" / "log.jsonl")
