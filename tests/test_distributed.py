@@ -1,4 +1,4 @@
-"""Two processes on CPU (torchrun, gloo/DDP) follow the same loss curve as one process with the same
+"""Two processes on CPU (torchrun or accelerate launch, gloo/DDP) follow the same loss curve as one process with the same
 global batch and seed."""
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ def losses(run: Path) -> list[float]:
     return [r["loss"] for r in rows if "loss" in r and "epoch" in r]
 
 
-@pytest.mark.slow
-def test_two_process_run_matches_single_process(tmp_path, tiny_model):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun is not on PATH")
+def write_config(tmp_path: Path, tiny_model: Path) -> Path:
+    """The shared run: 24 samples, LoRA on every linear layer, 10 steps, a loss logged at every step."""
     rows = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"answer number {i}"}]
             for i in range(24)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -36,16 +34,42 @@ def test_two_process_run_matches_single_process(tmp_path, tiny_model):
         "training:\n  max_steps: 10\n  learning_rate: 5.0e-3\n  logging_steps: 1\n  early_stopping: false\n"
         "  report_to: []\n"
     )
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, Path]:
+    """One process with micro-batch 4: the reference curve (config, run folder)."""
+    tmp = tmp_path_factory.mktemp("single")
+    cfg = write_config(tmp, tiny_model)
+    single = subprocess.run([sys.executable, "-m", "glmtune", "train", str(cfg), f"training.output_dir={tmp / 'one'}",
+                             "training.per_device_train_batch_size=4"],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    return cfg, tmp / "one"
+
+
+LAUNCHERS = {
+    "torchrun": ["torchrun", "--nproc_per_node", "2"],
+    # two processes over gloo on a CPU-only machine: `--multi_gpu` picks the torch.distributed launcher (it
+    # falls back to CPU/gloo without GPUs); `--cpu --num_processes 2` would silently start ONE process
+    "accelerate": ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_two_process_run_matches_single_process(tmp_path, single_run, launcher):
+    if shutil.which(LAUNCHERS[launcher][0]) is None:
+        pytest.skip(f"{LAUNCHERS[launcher][0]} is not on PATH")
+    cfg, one = single_run
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run(["torchrun", "--nproc_per_node", "2", "-m", "glmtune", "train", str(cfg),
+    ddp = subprocess.run([*LAUNCHERS[launcher], "-m", "glmtune", "train", str(cfg),
                           f"training.output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2"],
                          capture_output=True, text=True, timeout=600, env=env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "glmtune", "train", str(cfg),
-                             f"training.output_dir={tmp_path / 'one'}", "training.per_device_train_batch_size=4"],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert single.returncode == 0, single.stderr[-3000:]
-    a, b = losses(tmp_path / "ddp"), losses(tmp_path / "one")
+    a, b = losses(tmp_path / "ddp"), losses(one)
     assert len(a) == len(b) == 10
     assert max(abs(x - y) for x, y in zip(a, b)) < TOLERANCE
     assert ddp.stdout.count("saved adapter") == 1  # only rank 0 reports and writes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from glmtune.config.schema import StabilityConfig
@@ -61,3 +62,21 @@ def test_snapshot_restores_weights_and_optimizer():
     assert all(torch.equal(a, b) for a, b in zip(saved, model.parameters()))
     assert opt.state_dict()["state"][0]["step"].item() == saved_step
     assert "no events" in guard.summary()
+
+
+def test_device_judge_agrees_with_the_python_rule():
+    """judge_tensor (no host sync) gives the same verdicts, averages and ratio as judge, read back by flush."""
+    cfg = StabilityConfig(warmup_steps=3)
+    seq = [(2.0, 1.0)] * 4 + [(float("nan"), 1.0), (2.0, float("inf")), (7.0, 1.0), (2.5, 1.0), (2.0, 50.0),
+                               (2.5, 1.5), (0.0, 0.0), (9.0, 2.0)]
+    ref, dev = SpikeGuard(cfg), SpikeGuard(cfg)
+    expected, flags = [], []
+    for step, (loss, norm) in enumerate(seq, start=1):
+        expected.append(ref.judge(step, loss, norm))
+        flags.append(dev.judge_tensor(step, torch.tensor(loss), torch.tensor(norm)))
+    bad = dev.flush()
+    assert [f.item() for f in flags] == [float(k is not None) for k in expected]
+    assert [(s, k) for s, k, *_ in bad] == [(i, k) for i, k in enumerate(expected, start=1) if k is not None]
+    assert dev.good_steps == ref.good_steps and dev.max_ratio == pytest.approx(ref.max_ratio)
+    assert dev.loss_avg == pytest.approx(ref.loss_avg) and dev.grad_avg == pytest.approx(ref.grad_avg)
+    assert dev.flush() == []

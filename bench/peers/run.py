@@ -71,21 +71,30 @@ def child_env(device: str) -> dict[str, str]:
 
 
 def run_monitored(cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> tuple[int, float, float]:
-    """Run ``cmd`` with output to ``log_path``; return (returncode, wall seconds, peak RSS MB of its process tree)."""
-    import psutil
+    """Run ``cmd`` with output to ``log_path``; return (returncode, wall seconds, peak RSS MB of its process tree).
 
+    Without psutil the peak falls back to the largest single child's maximum RSS (``getrusage``).
+    """
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
     started = time.perf_counter()
     peak = 0
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-        root = psutil.Process(proc.pid)
+        root = psutil.Process(proc.pid) if psutil else None
         while proc.poll() is None:
             try:
-                tree = [root, *root.children(recursive=True)]
+                tree = [root, *root.children(recursive=True)] if root else []
                 peak = max(peak, sum(_rss(p) for p in tree))
-            except psutil.NoSuchProcess:
+            except Exception:  # psutil.NoSuchProcess: the tree changed while it was read
                 pass
             time.sleep(0.1)
+    if root is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return proc.returncode, time.perf_counter() - started, peak / 2**20
 
 
@@ -96,10 +105,19 @@ def _rss(p: Any) -> int:
         return 0
 
 
+def absolute(spec: PeerSpec) -> PeerSpec:
+    """The spec with absolute paths: the child runs in the output folder."""
+    from dataclasses import replace
+
+    return replace(spec, model_dir=str(Path(spec.model_dir).resolve()),
+                   train_jsonl=str(Path(spec.train_jsonl).resolve()), out_dir=str(Path(spec.out_dir).resolve()))
+
+
 def run_peer(peer: str, spec: PeerSpec) -> PeerResult:
     """Convert ``spec.train_jsonl`` for ``peer``, train it in its venv, and return what it produced and measured."""
     python = venv_python(peer)
     module = peer_module(peer)
+    spec = absolute(spec)
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     adapter_dir = out / "adapter"
@@ -117,7 +135,8 @@ def run_peer(peer: str, spec: PeerSpec) -> PeerResult:
     losses, runtime, steps = trainer_state_log(adapter_dir)
     return PeerResult(peer=peer, adapter_dir=str(adapter_dir), wall_s=round(wall, 2), train_s=runtime,
                       peak_rss_mb=round(peak, 1), losses=losses, trained_tokens=int(stats.get("trained_tokens", 0)),
-                      steps=steps, returncode=rc, log_path=str(log_path), skipped=skipped)
+                      input_tokens=int(stats.get("input_tokens", 0)), steps=steps, returncode=rc,
+                      log_path=str(log_path), skipped=skipped, cuda_peak_mb=stats.get("cuda_peak_mb"))
 
 
 def load_adapter_check(model_dir: str, adapter_dir: str) -> int:

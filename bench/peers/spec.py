@@ -46,10 +46,12 @@ class PeerResult:
     peak_rss_mb: float  # sum over the child process tree, sampled every 0.1 s
     losses: list[tuple[int, float]]  # (step, loss) from the peer's own trainer log
     trained_tokens: int  # label tokens that entered the loss, counted in Trainer.training_step for every peer
+    input_tokens: int  # non-padding input tokens processed in training steps, counted the same way
     steps: int
     returncode: int
     log_path: str
     skipped: list[dict[str, Any]] = field(default_factory=list)  # conversations the peer's format cannot express
+    cuda_peak_mb: float | None = None  # torch.cuda.max_memory_allocated in the child, when it used a GPU
 
     @property
     def ok(self) -> bool:

@@ -191,9 +191,13 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(10, ge=1, description="Log loss, lr and grad norm every N optimiser steps.")
     save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (every eval when early stopping).")
     save_total_limit: int | None = Field(2, description="Keep at most this many checkpoints (plus the best).")
-    dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    dataloader_num_workers: int | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes. auto: 0 without a GPU (the samples are already tokenized, "
+        "so workers would only take cores from the step); with GPUs, the cores per process minus one, at most 4.",
+    )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing factor.")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    gradient_checkpointing: bool = Field(
+        False, description="Trade compute for memory (non-reentrant; inputs require grads so PEFT adapters train).")
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )

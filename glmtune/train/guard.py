@@ -3,8 +3,12 @@
 It judges each optimiser step by its loss and pre-clip gradient norm against running averages of good
 steps. A non-finite or exploding step has its gradients dropped, so the optimizer does not move. When
 ``max_spikes`` happen within ``window`` steps, trainable weights and optimizer state return to the last
-good snapshot and the learning rate is multiplied by ``lr_backoff``. Every event is recorded. The check
-costs one host sync per optimiser step.
+good snapshot and the learning rate is multiplied by ``lr_backoff``. Every event is recorded.
+
+``judge`` is the rule on Python floats. ``judge_tensor`` is the same rule on device tensors: it returns the
+verdict as a tensor, so a fused optimizer can skip the update on the device (``found_inf``) without a host
+sync; the verdicts are read back in one batch by ``flush`` on the logging cadence, where events are recorded
+and rollbacks and snapshots happen.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class SpikeGuard:
     lr_scale: float = 1.0
     max_ratio: float = 0.0
     _snapshot: dict[str, Any] | None = None
+    _state: dict[str, torch.Tensor] | None = None  # device-side running averages for judge_tensor
+    _pending: list[torch.Tensor] = field(default_factory=list)  # verdict rows not yet flushed
 
     def judge(self, step: int, loss: float, grad_norm: float) -> str | None:
         """Return the spike kind for this step, or None when it is fine; update the averages on good steps."""
@@ -65,6 +71,49 @@ class SpikeGuard:
         self.grad_avg = grad_norm if self.grad_avg is None else beta * self.grad_avg + (1 - beta) * grad_norm
         self.good_steps += 1
         return None
+
+    def judge_tensor(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+        """``judge`` on device: a 0-d tensor that is 1.0 when the update must be skipped; no host sync."""
+        loss = loss.detach().float().reshape(())
+        norm = grad_norm.detach().float().reshape(()).to(loss.device)
+        if self._state is None:
+            zero = torch.zeros((), device=loss.device)
+            self._state = {"loss_avg": zero.clone(), "grad_avg": zero.clone(), "good": zero.clone()}
+        st, cfg = self._state, self.cfg
+        has_avg = st["good"] > 0
+        judged = has_avg & (st["good"] >= cfg.warmup_steps)
+        ratio = torch.where(judged & (st["loss_avg"] != 0), loss / st["loss_avg"], torch.full_like(loss, float("nan")))
+        loss_spike = (ratio > cfg.loss_spike_factor) & (loss - st["loss_avg"] > cfg.loss_spike_min_delta)
+        grad_spike = judged & (st["grad_avg"] != 0) & (norm > cfg.grad_spike_factor * st["grad_avg"])
+        code = torch.where(~torch.isfinite(loss), 1, torch.where(~torch.isfinite(norm), 2, torch.where(
+            loss_spike, 3, torch.where(grad_spike, 4, 0)))).float()
+        good = code == 0
+        beta = cfg.ema_beta
+        st["loss_avg"] = torch.where(good, torch.where(has_avg, beta * st["loss_avg"] + (1 - beta) * loss, loss),
+                                     st["loss_avg"])
+        st["grad_avg"] = torch.where(good, torch.where(has_avg, beta * st["grad_avg"] + (1 - beta) * norm, norm),
+                                     st["grad_avg"])
+        st["good"] = st["good"] + good.float()
+        self._pending.append(torch.stack([torch.full_like(loss, step), code, loss, norm, ratio]))
+        return (~good).float()
+
+    def flush(self) -> list[tuple[int, str, float, float]]:
+        """Read the pending device verdicts in one sync; return the bad steps as (step, kind, loss, grad norm)."""
+        if not self._pending:
+            return []
+        rows = torch.stack(self._pending).tolist()
+        self._pending = []
+        bad = []
+        for step, code, loss, norm, ratio in rows:
+            if code not in (1, 2) and math.isfinite(ratio):
+                self.max_ratio = max(self.max_ratio, ratio)
+            if code == 0:
+                self.good_steps += 1
+            else:
+                bad.append((int(step), KINDS[int(code)], loss, norm))
+        if self._state is not None and self.good_steps:
+            self.loss_avg, self.grad_avg = float(self._state["loss_avg"]), float(self._state["grad_avg"])
+        return bad
 
     def record_spike(self, step: int, kind: str, loss: float, grad_norm: float) -> bool:
         """Log a skipped update; return True when spikes are frequent enough to roll back."""
@@ -116,6 +165,9 @@ class SpikeGuard:
             return f"stability guard: no events; max loss/average ratio {self.max_ratio:.2f}"
         parts = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
         return f"stability guard: {parts}; final lr scale {self.lr_scale:g}; max loss/average ratio {self.max_ratio:.2f}"
+
+
+KINDS = {1: "nan_loss", 2: "nan_grad", 3: "loss_spike", 4: "grad_spike"}
 
 
 def _num(x: float) -> float | None:

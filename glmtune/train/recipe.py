@@ -118,7 +118,9 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         greater_is_better=False if stop_early else None,
         label_smoothing_factor=t.label_smoothing,
         gradient_checkpointing=t.gradient_checkpointing,
-        dataloader_num_workers=t.dataloader_num_workers,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        dataloader_num_workers=(workers := dataloader_workers(t.dataloader_num_workers)),
+        dataloader_persistent_workers=workers > 0,  # no re-spawn at every epoch and evaluation
         report_to=t.report_to or "none",
         deepspeed=t.deepspeed,
         fsdp=t.fsdp or "",
@@ -130,6 +132,18 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def dataloader_workers(setting: int | str) -> int:
+    """DataLoader workers: the setting, or for auto 0 without a GPU and min(4, cores per process - 1) with GPUs."""
+    import torch
+
+    if setting != "auto":
+        return int(setting)
+    if not torch.cuda.is_available():
+        return 0
+    per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(4, per_process - 1))
 
 
 @dataclass

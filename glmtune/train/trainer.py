@@ -3,6 +3,11 @@
 It also saves checkpoints crash-safely (see :mod:`glmtune.train.checkpoint`): ``_save_checkpoint`` runs
 transformers' own writers (model, optimizer, scheduler, scaler, RNG, trainer state) into a staging folder,
 adds the guard state, the resolved config and the data fingerprint, and publishes the folder atomically.
+
+With a fused AdamW (transformers' default optimizer on torch >= 2.8) the guard costs no host sync per step:
+its verdict is a device tensor handed to the optimizer as ``found_inf``, which skips the update on the device,
+and the verdicts are read back in one batch every ``logging_steps``, where events are logged and rollbacks
+and snapshots happen. Any other optimizer gets the per-step check (one host sync per optimiser step).
 """
 
 from __future__ import annotations
@@ -47,8 +52,61 @@ class GuardedTrainer(Trainer):
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         if self.guard is not None:
-            self._judge_step(grad_norm)
+            fused = self._fused_optimizer()
+            if fused is not None and isinstance(grad_norm, torch.Tensor) and self._step_loss is not None:
+                self._judge_on_device(fused, grad_norm)
+            else:
+                self._judge_step(grad_norm)
         return grad_norm
+
+    def _fused_optimizer(self) -> Any:
+        """The underlying torch optimizer when it can skip an update from a device flag (fused Adam/AdamW)."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        defaults = getattr(inner, "defaults", {})
+        return inner if defaults.get("fused") else None
+
+    def _judge_on_device(self, optimizer: Any, grad_norm: torch.Tensor) -> None:
+        guard = self.guard
+        assert guard is not None and self._step_loss is not None
+        step = self.state.global_step + 1
+        optimizer.found_inf = guard.judge_tensor(step, self._step_loss, grad_norm)
+        self._step_loss = None
+        if step % max(1, int(self.args.logging_steps)) == 0:
+            self.flush_guard()
+
+    def flush_guard(self) -> None:
+        """Read the guard's pending verdicts (one host sync): log events, roll back, take snapshots."""
+        guard = self.guard
+        if guard is None:
+            return
+        before = guard.good_steps
+        spikes = guard.flush()
+        rolled = False
+        for step, kind, loss, norm in spikes:
+            rollback_due = guard.record_spike(step, kind, loss, norm)
+            self._emit(guard.events[-1])
+            if rollback_due and guard.has_snapshot():
+                self._rollback(step)
+                rolled = True
+        every = guard.cfg.snapshot_every
+        crossed = before == 0 < guard.good_steps or guard.good_steps // every > before // every
+        if crossed and not rolled and (not spikes or spikes[-1][0] < self.state.global_step + 1):
+            guard.snapshot(self.model, self.optimizer)
+
+    def _rollback(self, step: int) -> None:
+        guard = self.guard
+        assert guard is not None
+        guard.restore(self.model, self.optimizer)
+        guard.lr_scale *= guard.cfg.lr_backoff
+        scheduler = self.lr_scheduler
+        if hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [lr * guard.cfg.lr_backoff for lr in scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= guard.cfg.lr_backoff
+        guard.recent_spikes.clear()
+        event = GuardEvent(step, "rollback", "rolled_back", lr_scale=guard.lr_scale)
+        guard.events.append(event)
+        self._emit(event)
 
     def _judge_step(self, grad_norm: Any) -> None:
         guard = self.guard
@@ -66,17 +124,7 @@ class GuardedTrainer(Trainer):
         rollback_due = guard.record_spike(step, kind, loss, norm)
         self._emit(guard.events[-1])
         if rollback_due and guard.has_snapshot():
-            guard.restore(self.model, self.optimizer)
-            guard.lr_scale *= guard.cfg.lr_backoff
-            scheduler = self.lr_scheduler
-            if hasattr(scheduler, "base_lrs"):
-                scheduler.base_lrs = [lr * guard.cfg.lr_backoff for lr in scheduler.base_lrs]
-            for group in self.optimizer.param_groups:
-                group["lr"] *= guard.cfg.lr_backoff
-            guard.recent_spikes.clear()
-            event = GuardEvent(step, "rollback", "rolled_back", lr_scale=guard.lr_scale)
-            guard.events.append(event)
-            self._emit(event)
+            self._rollback(step)
 
     def _emit(self, event: GuardEvent) -> None:
         if self.on_event is not None:
@@ -86,7 +134,10 @@ class GuardedTrainer(Trainer):
     def final_check(self) -> None:
         """Never end with non-finite weights: restore the last good snapshot if needed."""
         guard = self.guard
-        if guard is None or weights_finite(self.model):
+        if guard is None:
+            return
+        self.flush_guard()
+        if weights_finite(self.model):
             return
         if guard.has_snapshot():
             guard.restore(self.model, None)

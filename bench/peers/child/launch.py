@@ -5,7 +5,9 @@
 ENTRY is ``package.module:function`` (called with ``sys.argv = ARGV``) or a path to a script (run as
 ``__main__``). The same count runs in every contestant: ``Trainer.training_step`` is wrapped to add up the
 labels that enter the loss, ``labels[..., 1:] != -100`` (the first position is never a target after the
-causal shift), kept on the device until the process exits, so it adds no host sync to the step.
+causal shift), and the input tokens that are not padding (the attention mask's sum, or every token of a
+packed row that has none). The sums stay on the device until the process exits, so they add no host sync to
+the step. The peak CUDA memory allocated is recorded too when a GPU was used.
 """
 
 from __future__ import annotations
@@ -22,18 +24,26 @@ def install(stats_path: str) -> None:
     from transformers import Trainer
 
     counts: list = []
+    inputs_seen: list = []
     original = Trainer.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):  # type: ignore[no-untyped-def]
         labels = inputs.get("labels") if hasattr(inputs, "get") else None
         if labels is not None:
             counts.append((labels[..., 1:] != -100).sum())
+            mask = inputs.get("attention_mask")
+            inputs_seen.append(mask.sum() if mask is not None else inputs["input_ids"].numel())
         return original(self, model, inputs, *args, **kwargs)
 
     Trainer.training_step = training_step  # type: ignore[method-assign]
 
     def write() -> None:
-        stats = {"trained_tokens": int(sum(int(c) for c in counts)), "micro_batches": len(counts)}
+        import torch
+
+        stats = {"trained_tokens": int(sum(int(c) for c in counts)), "micro_batches": len(counts),
+                 "input_tokens": int(sum(int(c) for c in inputs_seen))}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            stats["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         with open(stats_path, "w") as fh:
             json.dump(stats, fh)
 
