@@ -76,9 +76,12 @@ class SpikeGuard:
         """``judge`` on device: a 0-d tensor that is 1.0 when the update must be skipped; no host sync."""
         loss = loss.detach().float().reshape(())
         norm = grad_norm.detach().float().reshape(()).to(loss.device)
-        if self._state is None:
-            zero = torch.zeros((), device=loss.device)
-            self._state = {"loss_avg": zero.clone(), "grad_avg": zero.clone(), "good": zero.clone()}
+        if self._state is None:  # start from the host-side averages: zero on a new run, the checkpoint's on resume
+            def scalar(x: float | None) -> torch.Tensor:
+                return torch.tensor(float(x or 0.0), dtype=torch.float32, device=loss.device)
+
+            self._state = {"loss_avg": scalar(self.loss_avg), "grad_avg": scalar(self.grad_avg),
+                           "good": scalar(self.good_steps)}
         st, cfg = self._state, self.cfg
         has_avg = st["good"] > 0
         judged = has_avg & (st["good"] >= cfg.warmup_steps)
@@ -155,6 +158,7 @@ class SpikeGuard:
         self.good_steps, self.recent_spikes = state["good_steps"], list(state["recent_spikes"])
         self.events = [GuardEvent(**e) for e in state["events"]]
         self.lr_scale, self.max_ratio, self._snapshot = state["lr_scale"], state["max_ratio"], state["snapshot"]
+        self._state = None  # rebuilt from the restored averages on the next device check
 
     def summary(self) -> str:
         """One line: what the guard did over the run."""
