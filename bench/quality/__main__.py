@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping {c}: {why}")
     runs: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    for variant in variants:
-        for seed in range(args.seeds):
+    for seed in range(args.seeds):  # seed-major: every variant has its first seed before any has a second
+        for variant in variants:
             for contestant in [c for c in args.contestants if c not in skipped]:
                 try:
                     m = run_one(args, base, probes, base_gens, variant, seed, contestant, params, out)
