@@ -16,7 +16,8 @@ from glmtune.config.schema import GlmtuneConfig
 TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo models)
 LARGE_PARAMS = 3_000_000_000
 SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own answers are mixed in
-SELF_REPLAY_RATIO = 2.0  # from here on, micro-batches are kept at 1 and accumulation grows
+SELF_REPLAY_RATIO = 2.0
+MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are mixed in  # from here on, micro-batches are kept at 1 and accumulation grows
 
 
 @dataclass
@@ -214,6 +215,10 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     decide(d, "self_replay", "data.self_replay", rule_self_replay(n_train, bool(d.replay_file)))
     n_mixed = mixed_samples(cfg, n_train)
     global_batch = rule_global_batch(n_mixed)
+    if n_mixed > n_train and global_batch[0] < MIXED_MIN_BATCH:
+        global_batch = (MIXED_MIN_BATCH, f"at least {MIXED_MIN_BATCH} when replay samples are mixed in, so every "
+                        "step sees task and replay samples together (smaller batches alternate between them "
+                        "and their losses spike)")
     explicit_micro = t.per_device_train_batch_size != "auto"
     micro = decide(t, "per_device_train_batch_size", "training.per_device_train_batch_size",
                    rule_micro_batch(global_batch[0], params))
