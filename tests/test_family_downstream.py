@@ -48,7 +48,8 @@ def runs(tiny_family: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
             write_jsonl(root / "ask.jsonl", [HI])
             cfg = validate_config({
                 "model": {"name_or_path": str(tiny_family(family))},
-                "data": {"train_file": [str(data), str(root / "tools.jsonl")]},
+                # self-replay off: an untrained tiny model's own "answers" are noise this test does not need
+                "data": {"train_file": [str(data), str(root / "tools.jsonl")], "self_replay": 0},
                 "training": {"output_dir": str(root / "run"), "max_steps": steps, "learning_rate": rate,
                              "per_device_train_batch_size": 8, "logging_steps": 5, "early_stopping": False,
                              "report_to": []}})
