@@ -68,7 +68,9 @@ def test_a_few_steps_train_and_predict_stops_on_the_family_token(family_model, t
     data = write_jsonl(tmp_path / "d.jsonl", [CONVERSATIONS[0]] * 16)
     # Qwen3's empty think block is a run of newlines that a fast rate collapses onto ("\n" forever)
     steps, rate = (60, 5e-3) if family == "qwen3" else (30, 1e-2)
-    cfg = validate_config({"model": {"name_or_path": str(path)}, "data": {"train_file": str(data)},
+    # repeated samples on purpose (no dedupe), no self-replay from an untrained model
+    cfg = validate_config({"model": {"name_or_path": str(path)},
+                           "data": {"train_file": str(data), "repair": False, "self_replay": 0},
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": steps,
                                         "learning_rate": rate, "per_device_train_batch_size": 8,
                                         "logging_steps": 1, "early_stopping": False, "report_to": []}})
