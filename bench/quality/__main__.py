@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variant", nargs="+", default=list(GOAL_VARIANTS), choices=[*VARIANTS, "all"],
                    help="fine-tune sets to run (default: the goal's n30 noisy tool)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant and contestant (default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. seeds-1 (to add seeds later)")
     p.add_argument("--contestants", nargs="+", default=list(CONTESTANTS), choices=CONTESTANTS)
     p.add_argument("--probes", help="JSONL of identity probes ({'messages': [...]}) replacing the bundled ones")
     p.add_argument("--general", help="JSONL of general prompts with 'reference' replacing the bundled ones")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipping {c}: {why}")
     runs: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    for seed in range(args.seeds):  # seed-major: every variant has its first seed before any has a second
+    for seed in range(args.first_seed, args.seeds):  # seed-major: every variant has its first seed before any has a second
         for variant in variants:
             for contestant in [c for c in args.contestants if c not in skipped]:
                 try:
