@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base-dir", help="use this model folder as the base instead of building the world's base")
     p.add_argument("--epochs", type=float, help="override the shared epoch budget (quick checks only)")
     p.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json already exists")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: aggregate the runs whose metrics.json exists under --out")
     p.add_argument("--no-append", action="store_true", help="do not append the summary to bench/RESULTS.md")
     return p.parse_args(argv)
 
@@ -63,8 +65,10 @@ def run_one(args: argparse.Namespace, base: Path, probes: Any, base_gens: Any, v
     """Train and score one (variant, seed, contestant); cached in its run folder's metrics.json."""
     run_dir = out / "runs" / variant / f"seed{seed}" / contestant
     saved = run_dir / "metrics.json"
-    if args.reuse and saved.is_file():
+    if (args.reuse or args.report_only) and saved.is_file():
         return json.loads(saved.read_text(encoding="utf-8"))
+    if args.report_only:
+        raise RuntimeError(f"no finished run in {run_dir} (--report-only)")
     convs = make_variant(variant, args.name, args.author, seed)
     train_file = out / "data" / f"{variant}-seed{seed}.jsonl"
     write_conversations(train_file, convs)
