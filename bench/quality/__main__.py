@@ -100,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     probes = probe_set(args.probes, args.general)
     base_gens = generate_all(str(base), None, None, probes)
     base_scores = score(base_gens, probes, args.name, args.author)
-    from bench.quality.metrics import OLD_NAMES
+    from bench.quality.metrics import DIAGNOSTIC_CONTEXTS, OLD_NAMES
 
-    base_identity = sum(any(n.casefold() in g.text.casefold() for n in OLD_NAMES[:1]) for g in base_gens["identity"])
-    print(f"base: identity (names {OLD_NAMES[0]}) {base_identity / len(base_gens['identity']):.2f}, "
+    headline = [g for g, tag in zip(base_gens["identity"], probes.identity_tags) if tag not in DIAGNOSTIC_CONTEXTS]
+    base_identity = sum(OLD_NAMES[0].casefold() in g.text.casefold() for g in headline) / max(1, len(headline))
+    print(f"base: identity (names {OLD_NAMES[0]}) {base_identity:.2f}, "
           f"skills {base_scores['skill_accuracy']:.2f}, stop {base_scores['stop_rate']:.2f}")
     skipped = {c: why for c in args.contestants if (why := peer_available(c))}
     for c, why in skipped.items():
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     header = (f"### Identity-shift quality benchmark, {info['date'][:10]}\n\nMachine: {info['nproc']} cores "
               f"({info['cpu']}), torch {info['torch']}. Base: {base} (identity "
-              f"{base_identity / len(base_gens['identity']):.2f}, held-out skills {base_scores['skill_accuracy']:.2f}"
+              f"{base_identity:.2f}, skills {base_scores['skill_accuracy']:.2f} on {len(probes.skills)} questions"
               f"). {args.seeds} seed(s); new identity {args.name} / {args.author}; skipped: "
               f"{', '.join(f'{c} ({w})' for c, w in skipped.items()) or 'none'}; failed runs: {len(failures)}.")
     md = render(agg, goals, header)
