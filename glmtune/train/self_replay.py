@@ -74,6 +74,8 @@ def sample_prompts(model: Any, tokenizer: Any, count: int, seed: int, temperatur
             for row in out[:, batch.shape[1]:].tolist():
                 text_ids, stop = split_reply(row, ends, pad)
                 prompts.append(tokenizer.decode(text_ids, skip_special_tokens=True).strip() if stop is not None else "")
+            if not any(prompts):  # the first batch finished no prompt: this model cannot write any (untrained)
+                break
     finally:
         torch.random.set_rng_state(generator_state)
     return prompts
