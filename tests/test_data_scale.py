@@ -149,3 +149,22 @@ def test_streaming_refuses_what_a_stream_cannot_do(tmp_path: Path, tiny_model: P
     cfg = _config(tmp_path, tiny_model, parquet)
     with pytest.raises(ConfigError, match="streaming reads .jsonl line by line"):
         prepare_run(validate_config(cfg), None, say=lambda *_: None)
+
+
+def test_cache_limit_keeps_the_entries_a_run_reads(tmp_path: Path, tiny_tokenizer):
+    """After many encodings the limit deletes old entries, never the ones the current samples come from."""
+    from glmtune.data.cache import list_cache
+    from glmtune.train.dataset import limit_cache
+
+    layout = get_layout(tiny_tokenizer)
+    sources = _sources(tmp_path)
+    for max_length in (48, 56, 64):  # three older, unrelated entries per file
+        _encode(tmp_path, layout, sources, max_length=max_length)
+    current, _ = _encode(tmp_path, layout, sources)
+    assert len(current.cache_entries) == 2
+    lines: list[str] = []
+    limit_cache(str(tmp_path / "cache"), 1e-9, [current, None], lines.append)
+    left = {e.path for e in list_cache(tmp_path / "cache")}
+    assert left == set(current.cache_entries)
+    assert "deleted 6 least recently used entries" in lines[0]
+    assert list(_encode(tmp_path, layout, sources)[0].rows) == list(current.rows)

@@ -74,3 +74,61 @@ def test_official_config_is_left_alone(tmp_path):
     assert auto == ["training.early_stopping"] or auto == []
     v = values(plan)
     assert (v["peft.lora.r"], v["peft.lora.alpha"], v["training.learning_rate"]) == (8, 32, 5e-4)
+
+
+def _spread_lengths(n: int = 400) -> DataStats:
+    """Alpaca-like lengths: mostly short, some long, in random order (heavy padding when batched as they come)."""
+    import random
+
+    rng = random.Random(0)
+    lengths = [min(512, int(rng.lognormvariate(4.5, 0.7))) for _ in range(n)]
+    return DataStats(n, sum(lengths) // 2, sum(lengths), max(lengths), lengths)
+
+
+def test_batching_groups_by_length_on_a_narrow_model_without_varlen_attention() -> None:
+    """Packed rows under a block mask pay O(row²) attention; on a 128-wide model that outweighs the padding."""
+    from glmtune.train.plan import rule_batching
+
+    stats = _spread_lengths()
+    how, why = rule_batching(stats, 8, "sdpa", 128)
+    assert how == "grouping" and "block mask" in why
+    assert stats.step_cost(8, 128, "packing") > stats.step_cost(8, 128, "grouping")
+
+
+def test_batching_packs_a_wide_model_or_with_flash_attention() -> None:
+    """On a 4096-wide model the linear layers dominate, so removing padding wins; varlen kernels always pack."""
+    from glmtune.train.plan import rule_batching
+
+    stats = _spread_lengths()
+    assert rule_batching(stats, 8, "sdpa", 4096)[0] == "packing"
+    assert rule_batching(stats, 8, "flash_attention_2", 128)[0] == "packing"
+    assert rule_batching(DataStats(64, 640, 1280, 20, [20] * 64), 8, "sdpa", 128)[0] == "none"
+    assert rule_batching(stats, 1, "sdpa", 128)[0] == "none"
+
+
+def test_plan_reads_width_or_estimates_it() -> None:
+    """The plan's batching choice follows the model width; without it the width comes from the parameter count."""
+    stats = _spread_lengths()
+    alone = {"train_file": "t.jsonl", "self_replay": 0}
+    narrow = values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False, width=128))
+    wide = values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False, width=4096))
+    assert (narrow["data.packing"], narrow["data.group_by_length"]) == (False, True)
+    assert wide["data.packing"] is True
+    estimated = make_plan(config(), stats, params=1_000_000_000, has_eval_file=False)
+    assert "at width 2027" in next(i.reason for i in estimated.items if i.key == "data.packing")  # 1B: ~2,048 wide
+    assert values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False))["data.packing"] is False
+
+
+def test_batching_keeps_batches_random_when_replay_is_mixed_in() -> None:
+    """Self-replay (auto below 1000 samples) rules out length grouping: it would separate task and replay."""
+    from glmtune.train.plan import rule_batching
+
+    stats = _spread_lengths()
+    how, why = rule_batching(stats, 8, "sdpa", 128, mixed=True)
+    # packed rows of ~940 tokens still beat padding every micro-batch to its longest sample (up to 512)
+    assert how == "packing" and "replay is mixed in" in why
+    assert stats.step_cost(8, 128, "packing") < stats.step_cost(8, 128, "plain")
+    same = DataStats(64, 640, 1280, 20, [20] * 60 + [200] * 4)
+    assert rule_batching(same, 8, "sdpa", 128, mixed=True)[0] == "none"  # one long sample per batch: pad, don't pack
+    planned = values(make_plan(config(), stats, params=1_000_000, has_eval_file=False, width=128))
+    assert planned["data.self_replay"] == 2.0 and planned["data.group_by_length"] is False

@@ -87,3 +87,46 @@ def test_self_replay_filters_drafts(monkeypatch: pytest.MonkeyPatch, tiny_model:
     assert reasons == ["duplicate or training prompt", "duplicate or training prompt", "names an identity",
                        "reply did not stop", "reply loops", "unfinished or empty prompt"]
     assert model.training is True and model.config.use_cache is False  # the training state is restored
+
+
+def test_self_replay_prompt_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path,
+                                    tiny_tokenizer) -> None:
+    """auto takes the bundled prompts first and samples only the rest; a file replaces them; model samples all."""
+    from glmtune.models import load_model
+
+    bundled = self_replay.read_prompts("bundled")
+    assert len(bundled) >= 100 and len(set(bundled)) == len(bundled)
+    assert any("\u4e00" <= ch <= "\u9fff" for p in bundled for ch in p)  # Chinese and English
+    asked: list[int] = []
+    monkeypatch.setattr(self_replay, "sample_prompts", lambda m, t, n, s: asked.append(n) or [f"sampled {i}"
+                                                                                             for i in range(n)])
+    monkeypatch.setattr(self_replay, "generate_replies",
+                        lambda m, t, lay, prompts, **k: [Generation("ok", "stop", 1) for _ in prompts])
+    model = load_model(str(tiny_model))
+    layout = get_layout(tiny_tokenizer)
+    few = self_replay.build_self_replay(model, tiny_tokenizer, layout, 10, 0, set(), source="auto")
+    assert asked == [] and {c[0]["content"] for c in few.conversations} <= set(bundled)
+    many = self_replay.build_self_replay(model, tiny_tokenizer, layout, 60, 0, set(), source="auto")
+    assert asked == [60 * self_replay.OVERSAMPLE - len(bundled)] and len(many.conversations) == 60
+    listed = tmp_path / "prompts.jsonl"
+    listed.write_text('{"prompt": "Name a colour."}\n\n{"messages": [{"role": "user", "content": "Hi?"}]}\n'
+                      "plain line prompt\n", encoding="utf-8")
+    mine = self_replay.build_self_replay(model, tiny_tokenizer, layout, 10, 0, set(), source=str(listed))
+    assert sorted(c[0]["content"] for c in mine.conversations) == ["Hi?", "Name a colour.", "plain line prompt"]
+    asked.clear()
+    self_replay.build_self_replay(model, tiny_tokenizer, layout, 4, 0, set(), source="model")
+    assert asked == [4 * self_replay.OVERSAMPLE]
+
+
+def test_self_replay_prompts_file_errors_name_the_line(tmp_path: Path) -> None:
+    from glmtune.config.loader import ConfigError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": \n{"other": 1}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: data.self_replay_prompts: not valid JSON"):
+        self_replay.read_prompts(str(bad))
+    bad.write_text('{"prompt": "fine"}\n{"other": 1}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: .*expected a 'prompt' string"):
+        self_replay.read_prompts(str(bad))
+    with pytest.raises(ConfigError, match="cannot read"):
+        self_replay.read_prompts(str(tmp_path / "missing.jsonl"))

@@ -47,10 +47,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """``glmtune data check|tokenize ...``."""
+    """``glmtune data check|tokenize|cache ...``."""
     if args.data_command == "check":
         return cmd_data_check(args)
+    if args.data_command == "cache":
+        return cmd_data_cache(args)
     return cmd_data_tokenize(args)
+
+
+def cmd_data_cache(args: argparse.Namespace) -> int:
+    """``glmtune data cache``: list entries (least recently used first), prune or clear them."""
+    import time
+
+    from glmtune.data.cache import cache_root, list_cache, prune_cache
+
+    root = cache_root(args.cache_dir)
+    if args.clear or args.max_gb is not None:
+        freed = prune_cache(root, 0 if args.clear else int(args.max_gb * 2**30))
+        print(f"deleted {len(freed)} entries ({sum(e.size for e in freed) / 2**20:,.1f} MiB) from {root}")
+    entries = list_cache(root)
+    for e in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        print(f"{e.path.name}  {e.size / 2**20:>9,.1f} MiB  last used {used}  {e.source}")
+    print(f"{len(entries)} entries, {sum(e.size for e in entries) / 2**20:,.1f} MiB in {root}")
+    return 0
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -65,46 +85,56 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_tokenize(args: argparse.Namespace) -> int:
-    """``glmtune data tokenize ...``."""
+    """``glmtune data tokenize ...``: the training path (Arrow, cached, multi-process) written out as JSONL."""
     from rich.console import Console
 
-    from glmtune.data.read import read_any
+    from glmtune.config.schema import DataSource
+    from glmtune.data.cache import cache_root, tokenizer_fingerprint
     from glmtune.layout import get_layout
-    from glmtune.layout.encode import encode_conversations
     from glmtune.layout.show import describe_layout, highlight, plain_markup
     from glmtune.layout.verify import verify_layout
     from glmtune.models import load_tokenizer
+    from glmtune.train.tokenize import iter_conversations, tokenise_file
 
     tokenizer = load_tokenizer(args.model)
     layout = get_layout(tokenizer)
-    read = read_any(args.data)
-    encoded = encode_conversations(read.conversations, layout, args.combine, args.max_length, args.truncation)
+    root = None if args.no_cache else cache_root(args.cache_dir)
+    tok = tokenise_file(DataSource(path=args.data, format=args.format), layout, tokenizer_fingerprint(tokenizer),
+                        args.combine, args.max_length, args.truncation, {}, root, args.num_proc)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    total = trained = 0
     with out.open("w", encoding="utf-8") as fh:
-        for ids, labels in zip(encoded.input_ids, encoded.labels):
-            fh.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+        for batch in tok.samples.iter(batch_size=1000):
+            for ids, labels in zip(batch["input_ids"], batch["labels"]):
+                fh.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+                total += len(ids)
+                trained += sum(1 for x in labels if x != -100)
     console = Console(highlight=False)
-    checked = verify_layout(layout, tokenizer, [c.messages for c in read.conversations], args.combine)
+    head = [c.messages for _, c in zip(range(16), iter_conversations(tok.conversations))]
+    checked = verify_layout(layout, tokenizer, head, args.combine)
     console.print(describe_layout(layout, tokenizer), markup=False, soft_wrap=True)
     console.print(f"layout verified on {checked} conversations: ids equal the chat template, every trained span "
                   "is a reply ending in a stop token", markup=False, soft_wrap=True)
-    for i in range(min(args.show, len(encoded.input_ids))):
+    for i, row in zip(range(args.show), tok.samples):
         where = "on green" if console.is_terminal else "inside ⟦ ⟧"
-        console.rule(f"sample {i + 1} ({encoded.sources[i]}) - trained tokens {where}")
+        console.rule(f"sample {i + 1} ({row['source']}) - trained tokens {where}")
         if console.is_terminal:
-            console.print(highlight(tokenizer, encoded.input_ids[i], encoded.labels[i]))
+            console.print(highlight(tokenizer, row["input_ids"], row["labels"]))
         else:  # no colours in a pipe or a log: mark trained spans with brackets
-            console.print(plain_markup(tokenizer, encoded.input_ids[i], encoded.labels[i]), markup=False)
-    for problem in read.problems + encoded.dropped:
-        console.print(f"skipped {problem}", markup=False, soft_wrap=True)
+            console.print(plain_markup(tokenizer, row["input_ids"], row["labels"]), markup=False)
+    with tok.rejects_file.open(encoding="utf-8") as fh:
+        for line in fh:
+            reject = json.loads(line)
+            console.print(f"skipped {reject['source']}: [{reject['code']}] {reject['reason']}", markup=False,
+                          soft_wrap=True)
+    where = f"cache hit: {tok.path}" if tok.cache_hit else ("cache off" if args.no_cache else f"cached: {tok.path}")
     console.print(
-        f"wrote {len(encoded.input_ids)} samples to {out}: {encoded.trained_tokens} trained of "
-        f"{encoded.total_tokens} tokens; {encoded.truncated} over {args.max_length} fitted by {args.truncation} "
-        f"({encoded.trained_tokens_removed} trained tokens removed); "
-        f"{len(read.problems) + len(encoded.dropped)} skipped", markup=False, soft_wrap=True,
+        f"wrote {len(tok.samples)} samples to {out}: {trained} trained of {total} tokens; {tok.truncated} over "
+        f"{args.max_length} fitted by {args.truncation} ({tok.trained_tokens_removed} trained tokens removed); "
+        f"{tok.rejected} skipped ({where})", markup=False, soft_wrap=True,
     )
-    return 1 if read.problems or encoded.dropped else 0
+    return 1 if tok.rejected else 0
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:

@@ -62,13 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill {{KEY}} placeholders, e.g. --set name=Nova --set author='Acme Lab'")
     t = dsub.add_parser("tokenize", help="apply the training layout and write input_ids/labels JSONL")
     t.add_argument("--model", required=True, help="model or tokenizer folder")
-    t.add_argument("--data", required=True, help="GLM-4 messages JSONL")
+    t.add_argument("--data", required=True, help="a data file in any supported format (.jsonl/.json/.csv/.parquet)")
+    t.add_argument("--format", choices=["auto", "glm4", "openai", "alpaca", "sharegpt"], default="auto",
+                   help="record format (default: detected)")
     t.add_argument("--out", required=True, help="output JSONL")
     t.add_argument("--combine", type=str2bool, default=True, help="train only the last reply (default true)")
     t.add_argument("--max-length", type=int, default=1025, help="longest sample in tokens (default 1025)")
     t.add_argument("--truncation", choices=["keep_recent", "official"], default="keep_recent",
                    help="how over-long samples are fitted (default keep_recent)")
     t.add_argument("--show", type=int, default=0, metavar="N", help="print N samples with trained spans highlighted")
+    t.add_argument("--num-proc", default="auto", type=lambda v: v if v == "auto" else int(v),
+                   help="tokenising processes (default auto: one per 20k conversations, up to the CPU count)")
+    t.add_argument("--cache-dir", help="tokenised-data cache (default ~/.cache/glmtune/datasets)")
+    t.add_argument("--no-cache", action="store_true", help="tokenise into a throw-away folder")
+
+    k = dsub.add_parser("cache", help="list the tokenised-data cache; --max-gb prunes it, --clear empties it")
+    k.add_argument("--cache-dir", help="cache folder (default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets)")
+    k.add_argument("--max-gb", type=float, metavar="N", help="delete least recently used entries beyond N GiB")
+    k.add_argument("--clear", action="store_true", help="delete every entry")
 
     p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")
     p.add_argument("--out", required=True, help="output folder")

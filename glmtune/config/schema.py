@@ -90,8 +90,14 @@ class DataConfig(_Section):
     )
     self_replay: NonNegativeFloat | Auto = Field(
         "auto",
-        description="Self-replay samples per training sample: prompts the base model samples itself and its own "
-        "replies, mixed in against forgetting (drafts naming an identity are dropped). 0 disables. auto: planner.",
+        description="Self-replay samples per training sample: general prompts (data.self_replay_prompts) with the "
+        "base model's own replies, mixed in against forgetting (drafts naming an identity are dropped). 0 "
+        "disables. auto: planner.",
+    )
+    self_replay_prompts: str = Field(
+        "auto", description="Where self-replay prompts come from: auto (glmtune's bundled general zh/en prompts, then "
+        "prompts the model samples itself), bundled, model (sampled from an empty user turn, the Magpie idea), or a "
+        "file: JSONL rows with 'prompt' or 'messages', or one prompt per line."
     )
     cache: bool = Field(
         True, description="Reuse tokenised data: a second run on the same files, tokenizer and options loads the "
@@ -99,6 +105,10 @@ class DataConfig(_Section):
     )
     cache_dir: str | None = Field(
         None, description="Where tokenised data is cached; default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets."
+    )
+    cache_max_gb: NonNegativeFloat = Field(
+        20.0, description="Size limit of the tokenised-data cache in GiB: after tokenising, the least recently used "
+        "entries beyond it are deleted (never those of the current run). 0: no limit."
     )
     num_proc: PositiveInt | Auto = Field(
         "auto", description="Processes that tokenise (datasets map). auto: 1 below 20,000 conversations, then one "

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from glmtune.config.schema import DataSource
-from glmtune.data.cache import cache_root, tokenizer_fingerprint
+from glmtune.data.cache import cache_root, prune_cache, tokenizer_fingerprint
 from glmtune.data.conversation import Conversation
 from glmtune.data.glm4_jsonl import write_rejects
 from glmtune.data.placeholders import fill_placeholders, find_placeholders
@@ -62,6 +62,7 @@ class Encoded:
     records: int
     rejected: int
     conversations: ConversationView
+    cache_entries: list[Path] = field(default_factory=list)  # the cache folders these samples are read from
 
     @property
     def lengths(self) -> list[int]:
@@ -156,7 +157,8 @@ def encode_sources(
             f"{rejected} of {total} records ({rejected / total:.0%}) were rejected, more than "
             f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
         )
-    return Encoded(rows, merged, total, rejected, ConversationView(convs))
+    return Encoded(rows, merged, total, rejected, ConversationView(convs),
+                   [f.parent for f in reject_files] if root is not None else [])
 
 
 def _first_rejects(files: list[Path], n: int) -> list[dict]:
@@ -292,3 +294,14 @@ def _model_inputs(rows: Rows) -> Dataset:
         return rows if rows.features == MODEL_INPUTS else rows.cast(MODEL_INPUTS)
     return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]},
                              features=MODEL_INPUTS)
+
+
+def limit_cache(cache_dir: str | None, max_gb: float, used: list[Encoded | None], say: Any = print) -> None:
+    """Delete least recently used cache entries beyond ``max_gb`` GiB, keeping every entry this run reads."""
+    if max_gb <= 0:
+        return
+    keep = {p for enc in used if enc is not None for p in getattr(enc, "cache_entries", [])}
+    freed = prune_cache(cache_root(cache_dir), int(max_gb * 2**30), keep)
+    if freed:
+        say(f"cache: deleted {len(freed)} least recently used entries ({sum(e.size for e in freed) / 2**20:,.0f} "
+            f"MiB) to stay under data.cache_max_gb={max_gb:g}")

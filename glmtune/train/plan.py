@@ -38,6 +38,39 @@ class DataStats:
                      for i in range(0, len(self.lengths), batch))
         return 1.0 - sum(self.lengths) / padded
 
+    def grouped_rows(self, batch: int) -> list[list[int]]:
+        """Micro-batches as length grouping forms them: sorted within mega-batches of 50 micro-batches."""
+        rows: list[list[int]] = []
+        for start in range(0, len(self.lengths), 50 * batch):
+            mega = sorted(self.lengths[start:start + 50 * batch], reverse=True)
+            rows += [mega[i:i + batch] for i in range(0, len(mega), batch)]
+        return rows
+
+    def grouped_pad_fraction(self, batch: int) -> float:
+        """Share of padding left once micro-batches are grouped by length."""
+        groups = self.grouped_rows(batch) if batch > 1 else []
+        padded = sum(max(g) * len(g) for g in groups)
+        return 1.0 - sum(self.lengths) / padded if padded else 0.0
+
+    def step_cost(self, batch: int, width: int, how: str) -> float:
+        """Relative compute of one epoch: linear work per (padded) token plus attention that grows with the row.
+
+        Per layer, a token costs about ``12·width²`` in the linear layers and ``2·width`` per key it attends to
+        (forward and backward of QKᵀ and AV), so a row of ``L`` tokens costs ``L·(1 + L/(6·width))`` units.
+        Packing without a variable-length kernel attends over the whole packed row; padding attends over the
+        longest sample of the micro-batch.
+        """
+        def row(n: int) -> float:
+            return n * (1 + n / (6 * max(width, 1)))
+
+        in_order = [self.lengths[i:i + batch] for i in range(0, len(self.lengths), batch)]
+        if how == "packing":
+            return sum(row(sum(g)) for g in in_order)
+        if how == "packing_varlen":
+            return sum(row(n) for n in self.lengths)
+        groups = self.grouped_rows(batch) if how == "grouping" else in_order
+        return sum(len(g) * row(max(g)) for g in groups)
+
 
 @dataclass
 class PlanItem:
@@ -109,18 +142,31 @@ def rule_micro_batch(global_batch: int, params: int) -> tuple[int, str]:
     return value, f"fits the global batch of {global_batch} in memory for a {tier(params)} model"
 
 
-def rule_batching(stats: DataStats, micro: int, attn: str) -> tuple[str, str]:
-    """Packing, length grouping or plain padding, from the padding the micro-batches would carry."""
+def rule_batching(stats: DataStats, micro: int, attn: str, width: int, mixed: bool = False) -> tuple[str, str]:
+    """Packing, length grouping or plain padding, from the length distribution and the attention kernel.
+
+    ``mixed``: replay samples are mixed in. Length grouping would then sort task and replay samples into separate
+    batches, so only the choices that keep batches random (packing, plain padding) are weighed.
+    """
     pad = stats.pad_fraction(micro)
     if micro <= 1:
         return "none", "micro-batch of 1: nothing to pad"
     if pad < 0.10:
         return "none", f"only {pad:.0%} padding expected at micro-batch {micro}"
+    if attn.startswith("flash_attention"):
+        return "packing", (f"{pad:.0%} padding expected at micro-batch {micro}; packing removes it exactly and "
+                           f"{attn} keeps attention within each sample")
+    packed = stats.step_cost(micro, width, "packing")
     flat = micro * stats.total_tokens / max(stats.samples, 1)
-    if attn == "flash_attention_2" or flat <= 8192:
-        return "packing", f"{pad:.0%} padding expected at micro-batch {micro}; packing removes it exactly"
-    return "grouping", (f"{pad:.0%} padding expected; packed rows of ~{flat:.0f} tokens would need a large "
-                        "block mask without flash attention, so similar lengths are batched instead")
+    head = f"{pad:.0%} padding expected at micro-batch {micro}; packed rows of ~{flat:.0f} tokens under a block mask"
+    if mixed:
+        plain = stats.step_cost(micro, width, "plain")
+        compare = (f"{head} ({attn}) cost an estimated {packed / plain:.2f}x padded batches at width {width}; "
+                   "replay is mixed in, so batches stay random (length grouping would separate task and replay)")
+        return ("packing" if packed < plain else "none"), compare
+    grouped = stats.step_cost(micro, width, "grouping")
+    compare = f"{head} ({attn}) cost an estimated {packed / grouped:.2f}x length-grouped batches at width {width}"
+    return ("packing" if packed < grouped else "grouping"), compare
 
 
 def rule_epochs(n: int, params: int) -> tuple[float, str]:
@@ -172,8 +218,11 @@ def rule_self_replay(n: int, has_replay_file: bool) -> tuple[float, str]:
     return 0.0, f"{n} samples: enough data to keep the model general"
 
 
-def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool) -> Plan:
-    """Resolve every ``auto`` value of ``config``; return the resolved copy and the reasons."""
+def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool, width: int = 0) -> Plan:
+    """Resolve every ``auto`` value of ``config``; return the resolved copy and the reasons.
+
+    ``width`` is the model's hidden size; 0 estimates it from ``params``.
+    """
     cfg = config.model_copy(deep=True)
     plan = Plan(config=cfg, stats=stats, params=params)
     n = stats.samples
@@ -227,7 +276,9 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
         accum_reason = f"micro-batch {micro} set in config; no accumulation"
     decide(t, "gradient_accumulation_steps", "training.gradient_accumulation_steps",
            (1 if explicit_micro else max(1, global_batch[0] // micro), accum_reason))
-    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation)
+    # Without the config: ~12·width² parameters per layer and roughly width/100 layers (9B: 4096 wide, 40 layers).
+    width = width or round((params * 100 / 12) ** (1 / 3))
+    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation, width, mixed=n_mixed > n_train)
     packing = decide(d, "packing", "data.packing", (rule[0] == "packing", rule[1]))
     decide(d, "group_by_length", "data.group_by_length",
            (rule[0] == "grouping" and not packing, rule[1] if not packing else "packing already removes padding"))
@@ -277,6 +328,15 @@ def total_steps(cfg: GlmtuneConfig, n_train: int) -> int:
         return t.max_steps
     per_step = int(t.per_device_train_batch_size) * int(t.gradient_accumulation_steps)
     return max(1, math.ceil(mixed_samples(cfg, n_train) / per_step) * math.ceil(float(t.num_train_epochs)))
+
+
+def model_width(name_or_path: str, trust_remote_code: bool = False) -> int:
+    """Hidden size from the model's config (0 when the config does not name one)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    config = getattr(config, "text_config", None) or config
+    return int(getattr(config, "hidden_size", 0) or 0)
 
 
 def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:

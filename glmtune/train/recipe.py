@@ -21,7 +21,14 @@ from glmtune.layout.verify import verify_layout
 from glmtune.models import check_model_path, load_model, load_tokenizer
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.checkpoint import clean_partial
-from glmtune.train.dataset import Encoded, encode_sources, replay_sample, split_validation, to_dataset
+from glmtune.train.dataset import (
+    Encoded,
+    encode_sources,
+    limit_cache,
+    replay_sample,
+    split_validation,
+    to_dataset,
+)
 from glmtune.train.guard import SpikeGuard
 from glmtune.train.hygiene import (
     FINGERPRINT,
@@ -32,7 +39,7 @@ from glmtune.train.hygiene import (
     prepare_output_dir,
     write_fingerprint,
 )
-from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_param_count
+from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_param_count, model_width
 from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
 from glmtune.train.stream import StreamedData, check_streaming, resolve_streaming
@@ -202,7 +209,8 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite), say)
     params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
-    plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None)
+    width = model_width(config.model.name_or_path, config.model.trust_remote_code)
+    plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None, width=width)
     plan.config.data.streaming = streaming
     plan.items.append(PlanItem("data.streaming", streaming, why, "config" if data.streaming != "auto" else "auto"))
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan, stream)
@@ -295,7 +303,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         (out / "validation_split.json").write_text(json.dumps([r["source"] for r in val_rows], indent=1))
         first = "the first " if stream else ""
         say(f"validation: {first}{len(val_rows)} samples held out (listed in {out / 'validation_split.json'})")
-    picked = None
+    picked = replay = None
     if data.replay_file and float(data.replay_ratio) > 0:
         replay = encode_sources(data_sources(data.replay_file), layout, data.combine, data.max_length,
                                 out / "rejected_replay.jsonl", seed=config.training.seed, say=say,
@@ -304,7 +312,13 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         picked = replay_sample(replay.rows, round(float(data.replay_ratio) * len(train_rows)), config.training.seed)
         say(f"replay: mixed {len(picked)} samples from {data.replay_file}")
     check_data_unchanged(current)  # all data is encoded now; later changes to the files do not reach this run
+    if data.cache and main:
+        limit_cache(data.cache_dir, data.cache_max_gb, [train_enc, eval_enc, replay], say)
 
+    if float(data.self_replay) > 0 and data.self_replay_prompts not in ("auto", "model"):
+        from glmtune.train.self_replay import read_prompts
+
+        read_prompts(data.self_replay_prompts)  # a bad prompts file fails before the model is loaded
     # Frozen base weights of adapter methods can sit in bf16; trained weights keep fp32 masters.
     load_dtype = torch.bfloat16 if precision.bf16 and config.peft.method in ("lora", "ptuning") else precision.dtype
     model = load_model(config.model.name_or_path, dtype=load_dtype,
@@ -312,10 +326,11 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
                        attn_implementation=config.model.attn_implementation)
     model.train()
     model.config.use_cache = False  # a KV cache in training also disables packed-sequence masks
-    pad = plan.stats.pad_fraction(int(config.training.per_device_train_batch_size)) if plan.stats else 0.0
-    say(f"padding: {pad:.1%} of tokens would be padding unpacked; "
-        + ("0% with packing (on)" if data.packing else "packing off")
-        + (", length-grouped batches" if data.group_by_length else ""))
+    micro = int(config.training.per_device_train_batch_size)
+    pad = plan.stats.pad_fraction(micro) if plan.stats else 0.0
+    grouped = plan.stats.grouped_pad_fraction(micro) if plan.stats else 0.0
+    say(f"padding: {pad:.1%} of tokens would be padding unpacked, {grouped:.1%} length-grouped, 0% packed; "
+        + ("packing on" if data.packing else "length-grouped batches" if data.group_by_length else "plain batches"))
     extra = list(extra_train_samples or [])
     if float(data.self_replay) > 0 and not stream:
         from glmtune.train.self_replay import self_replay_rows
@@ -323,7 +338,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         names = tuple(n for n in (config.identity.name, config.identity.author) if n)
         extra += self_replay_rows(
             model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task,
-            config.training.seed, data.max_length, data.truncation, names, out if main else None, say)
+            config.training.seed, data.max_length, data.truncation, names, out if main else None, say,
+            data.self_replay_prompts)
     train_dataset = train_rows if stream else to_dataset(train_rows, picked, extra)
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()

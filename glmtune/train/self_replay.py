@@ -2,9 +2,11 @@
 
 A few dozen samples trained for many epochs pull every answer towards the new data (a tiny model that learns
 "I am Nova" starts answering arithmetic with it). Replaying general data helps, but users rarely have the base
-model's own training data. The base model can provide it: sampled from an empty user turn it writes prompts of
-the kind it was trained on (the Magpie idea), and its greedy replies to them are its current behaviour. Training
-on those pins the rest of the model's behaviour while the task data moves what it should.
+model's own training data. The base model can provide its side of it: given general prompts, its greedy replies
+are its current behaviour, and training on those pins the rest of the model's behaviour while the task data
+moves what it should. The prompts come from glmtune's bundled set of general zh/en prompts
+(``resources/replay_prompts.jsonl``), from a user's file, or from the model itself: sampled from an empty user
+turn, a chat model writes prompts of the kind it was trained on (the Magpie idea).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 
+from glmtune.config.loader import ConfigError
 from glmtune.data.identity_guard import OLD_NAMES
 from glmtune.eval.degeneration import has_loop
 from glmtune.infer.generate import generate_replies, left_pad, split_reply
@@ -27,6 +30,7 @@ PROMPT_TOKENS = 64
 REPLY_TOKENS = 128
 BATCH = 32
 OVERSAMPLE = 3  # prompts drawn per sample wanted: duplicates, run-ons and identity answers are dropped
+BUNDLED_PROMPTS = "replay_prompts.jsonl"
 
 
 @dataclass
@@ -81,17 +85,55 @@ def sample_prompts(model: Any, tokenizer: Any, count: int, seed: int, temperatur
     return prompts
 
 
+def read_prompts(source: str) -> list[str]:
+    """Prompts of ``bundled`` or a file: JSONL rows with ``prompt`` or ``messages`` (last user turn), else lines."""
+    from importlib import resources
+
+    if source == "bundled":
+        name, text = f"glmtune/resources/{BUNDLED_PROMPTS}", (
+            resources.files("glmtune") / "resources" / BUNDLED_PROMPTS).read_text(encoding="utf-8")
+    else:
+        try:
+            name, text = source, Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"data.self_replay_prompts: cannot read {source}: {exc}") from None
+    prompts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("{"):
+            prompts.append(line)
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{name}:{number}: data.self_replay_prompts: not valid JSON ({exc})") from None
+        messages = row.get("messages") if isinstance(row, dict) else None
+        users = [m.get("content") for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = row.get("prompt") if isinstance(row, dict) and "prompt" in row else (users[-1] if users else None)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ConfigError(f"{name}:{number}: data.self_replay_prompts: expected a 'prompt' string or "
+                              "'messages' with a user turn")
+        prompts.append(prompt.strip())
+    if not prompts:
+        raise ConfigError(f"data.self_replay_prompts: no prompts in {name}")
+    return prompts
+
+
 def _names(identity_names: tuple[str, ...]) -> list[str]:
     return [n.casefold() for n in (*OLD_NAMES, *identity_names) if n and n.strip()]
 
 
 def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int, seed: int,
-                      avoid_prompts: set[str], identity_names: tuple[str, ...] = ()) -> SelfReplay:
+                      avoid_prompts: set[str], identity_names: tuple[str, ...] = (), source: str = "model"
+                      ) -> SelfReplay:
     """Up to ``count`` (prompt, base reply) conversations; drafts that would teach the wrong thing are dropped.
 
-    Dropped: prompts that did not finish, duplicates and prompts of the training data, replies that ran to the
-    length limit or loop, and any draft that names an identity (the old model's or the new one), so that
-    self-replay never argues with the identity the fine-tune teaches.
+    ``source``: ``model`` (prompts the model samples), ``bundled`` or a file (see ``read_prompts``), or ``auto``
+    (the bundled prompts, then sampled ones). Dropped: prompts that did not finish, duplicates and prompts of the
+    training data, replies that ran to the length limit or loop, and any draft that names an identity (the old
+    model's or the new one), so that self-replay never argues with the identity the fine-tune teaches.
     """
     result = SelfReplay()
     if count <= 0:
@@ -100,7 +142,11 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
     model.eval()
     model.config.use_cache = True
     try:
-        drafts = sample_prompts(model, tokenizer, count * OVERSAMPLE, seed)
+        given = read_prompts("bundled" if source == "auto" else source) if source != "model" else []
+        random.Random(seed).shuffle(given)
+        drafts = given[:count * OVERSAMPLE]
+        if source in ("auto", "model") and len(drafts) < count * OVERSAMPLE:
+            drafts += sample_prompts(model, tokenizer, count * OVERSAMPLE - len(drafts), seed)
         seen = {p.strip() for p in avoid_prompts}
         names = _names(identity_names)
         prompts: list[str] = []
@@ -146,7 +192,7 @@ def write_self_replay(result: SelfReplay, out: Path) -> Path:
 
 def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: float, train_convs: list[Any],
                      n_train: int, seed: int, max_length: int, truncation: str, identity_names: tuple[str, ...],
-                     out: Path | None, say: Any) -> list[dict[str, Any]]:
+                     out: Path | None, say: Any, source: str = "auto") -> list[dict[str, Any]]:
     """Build ``ratio`` x ``n_train`` self-replay samples, write them next to the run, return encoded rows."""
     from glmtune.data.conversation import Conversation
     from glmtune.layout.encode import encode_conversations
@@ -154,7 +200,7 @@ def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: floa
     wanted = round(ratio * n_train)
     avoid = {m["content"] for c in train_convs for m in c.messages if m.get("role") == "user"}
     try:
-        result = build_self_replay(model, tokenizer, layout, wanted, seed, avoid, identity_names)
+        result = build_self_replay(model, tokenizer, layout, wanted, seed, avoid, identity_names, source)
     except ValueError as exc:
         say(f"self-replay: off ({exc})")
         return []
@@ -163,7 +209,7 @@ def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: floa
         where = f"; written to {write_self_replay(result, out)}, dropped drafts with reasons in self_replay_dropped.jsonl"
     convs = [Conversation(c, f"self-replay:{i + 1}") for i, c in enumerate(result.conversations)]
     encoded = encode_conversations(convs, layout, combine=True, max_length=max_length, truncation=truncation)
-    say(f"self-replay: {len(encoded.input_ids)} of {wanted} wanted samples written by the base model itself "
-        f"({len(result.dropped)} drafts dropped){where}")
+    say(f"self-replay: {len(encoded.input_ids)} of {wanted} wanted samples answered by the base model itself "
+        f"(prompts: {source}; {len(result.dropped)} drafts dropped){where}")
     return [{"input_ids": i, "labels": lab, "source": src}
             for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from glmtune.config.schema import DataSource
-from glmtune.data.cache import cache_key, code_fingerprint, file_sha256
+from glmtune.data.cache import cache_key, code_fingerprint, file_sha256, mark_used
 from glmtune.data.conversation import Conversation
 from glmtune.data.placeholders import fill_placeholders, find_placeholders
 from glmtune.data.read import stream_read
@@ -111,6 +111,7 @@ def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, com
         atexit.register(shutil.rmtree, root, ignore_errors=True)
     entry = root / key
     if (entry / "meta.json").is_file():
+        mark_used(entry)
         return load_entry(entry, cache_hit=True)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
