@@ -130,3 +130,39 @@ def test_self_replay_prompts_file_errors_name_the_line(tmp_path: Path) -> None:
         self_replay.read_prompts(str(bad))
     with pytest.raises(ConfigError, match="cannot read"):
         self_replay.read_prompts(str(tmp_path / "missing.jsonl"))
+
+
+def test_context_samples_put_training_questions_after_other_turns() -> None:
+    """A share of self-replay exchanges is followed by a single-turn training conversation; held-out ones never."""
+    replay = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(6)]
+    task = [[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Nova."}]]
+    assert self_replay.add_context(replay, task, 0.5, 0) == 3
+    assert [len(c) for c in replay] == [4, 4, 4, 2, 2, 2]
+    assert replay[0][2:] == task[0] and replay[0][:2] == [{"role": "user", "content": "q0"},
+                                                          {"role": "assistant", "content": "a0"}]
+    assert self_replay.add_context(replay, [], 0.5, 0) == 0
+    assert self_replay.single_turn(task[0])
+    assert not self_replay.single_turn([{"role": "system", "content": "s"}, *task[0]])
+    assert not self_replay.single_turn([{"role": "user", "content": "w"},
+                                        {"role": "assistant", "content": "{}", "metadata": "get_weather"}])
+
+
+def test_self_replay_rows_train_both_replies_of_context_samples(monkeypatch: pytest.MonkeyPatch, tiny_model: Path,
+                                                                tiny_tokenizer) -> None:
+    from glmtune.models import load_model
+
+    monkeypatch.setattr(self_replay, "generate_replies",
+                        lambda m, t, lay, prompts, **k: [Generation("fine", "stop", 1) for _ in prompts])
+    train = [Conversation([{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Nova."}],
+                          "t.jsonl:1"),
+             Conversation([{"role": "user", "content": "Held out?"}, {"role": "assistant", "content": "Yes."}],
+                          "t.jsonl:2")]
+    lines: list[str] = []
+    rows = self_replay.self_replay_rows(load_model(str(tiny_model)), tiny_tokenizer, get_layout(tiny_tokenizer), 2.0,
+                                        train, 2, 0, 256, "keep_recent", ("Nova",), None, lines.append,
+                                        "bundled", 0.5, {"t.jsonl:2"})
+    assert len(rows) == 4 and "2 followed by a training conversation" in lines[0]
+    decoded = [tiny_tokenizer.decode([t for t in r["labels"] if t != -100]) for r in rows]
+    assert all("Held out" not in tiny_tokenizer.decode(r["input_ids"]) for r in rows)
+    assert decoded[0].count("fine") == 1 and "Nova." in decoded[0]  # both replies of a context sample are trained
+    assert "Nova." not in decoded[3] and "fine" in decoded[3]

@@ -99,6 +99,11 @@ class DataConfig(_Section):
         "prompts the model samples itself), bundled, model (sampled from an empty user turn, the Magpie idea), or a "
         "file: JSONL rows with 'prompt' or 'messages', or one prompt per line."
     )
+    self_replay_context: float = Field(
+        0.5, ge=0, le=1, description="Share of self-replay samples followed by a single-turn training conversation "
+        "(both replies trained), so that what the fine-tune teaches, an identity above all, also holds after other "
+        "turns of a conversation. The validation split is never used. 0 disables."
+    )
     cache: bool = Field(
         True, description="Reuse tokenised data: a second run on the same files, tokenizer and options loads the "
         "Arrow files of the first (memory-mapped). false: tokenise into a temporary folder removed at exit."

@@ -124,8 +124,7 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         metric_for_best_model="eval_loss" if stop_early else None,
         greater_is_better=False if stop_early else None,
         label_smoothing_factor=t.label_smoothing,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        **checkpointing_args(t.gradient_checkpointing),
         dataloader_num_workers=(workers := dataloader_workers(t.dataloader_num_workers)),
         dataloader_persistent_workers=workers > 0,  # no re-spawn at every epoch and evaluation
         report_to=t.report_to or "none",
@@ -339,7 +338,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         extra += self_replay_rows(
             model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task,
             config.training.seed, data.max_length, data.truncation, names, out if main else None, say,
-            data.self_replay_prompts)
+            data.self_replay_prompts, data.self_replay_context, {str(r["source"]) for r in val_rows})
     train_dataset = train_rows if stream else to_dataset(train_rows, picked, extra)
     if config.training.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -419,6 +418,17 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
 
 def _silent(*_: Any) -> None:
     return None
+
+
+def checkpointing_args(on: bool) -> dict[str, Any]:
+    """Activation checkpointing for ``TrainingArguments``, under the name this transformers version uses."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {f"{prefix}_checkpointing": on, f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if on else None}
 
 
 def collator(tokenizer: Any, packing: bool) -> Any:

@@ -190,26 +190,61 @@ def write_self_replay(result: SelfReplay, out: Path) -> Path:
     return kept
 
 
-def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: float, train_convs: list[Any],
+def add_context(conversations: list[list[dict[str, Any]]], task: list[list[dict[str, Any]]], share: float,
+                seed: int) -> int:
+    """Follow a ``share`` of the self-replay exchanges with a single-turn training conversation, in place.
+
+    The training data usually asks its questions in a fresh chat; these samples ask them after another exchange,
+    so what the fine-tune teaches (an identity above all) also holds inside a conversation. Returns how many.
+    """
+    if share <= 0 or not task:
+        return 0
+    order = list(task)
+    random.Random(seed + 2).shuffle(order)
+    count = min(len(conversations), round(share * len(conversations)))
+    for i in range(count):
+        conversations[i] = conversations[i] + order[i % len(order)]
+    return count
+
+
+def single_turn(messages: list[dict[str, Any]]) -> bool:
+    """A plain user question and assistant reply (no system prompt, tools or calls): safe to put after others."""
+    return (len(messages) == 2 and [m.get("role") for m in messages] == ["user", "assistant"]
+            and not any(m.get("tools") or m.get("metadata") or m.get("tool_calls") for m in messages))
+
+
+def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: float, train_convs: Any,
                      n_train: int, seed: int, max_length: int, truncation: str, identity_names: tuple[str, ...],
-                     out: Path | None, say: Any, source: str = "auto") -> list[dict[str, Any]]:
-    """Build ``ratio`` x ``n_train`` self-replay samples, write them next to the run, return encoded rows."""
+                     out: Path | None, say: Any, source: str = "auto", context: float = 0.0,
+                     held_out: set[str] | None = None) -> list[dict[str, Any]]:
+    """Build ``ratio`` x ``n_train`` self-replay samples, write them next to the run, return encoded rows.
+
+    ``context``: the share of them followed by a training conversation (never one from ``held_out`` sources,
+    the validation split); every reply of such a sample is trained.
+    """
     from glmtune.data.conversation import Conversation
     from glmtune.layout.encode import encode_conversations
 
     wanted = round(ratio * n_train)
-    avoid = {m["content"] for c in train_convs for m in c.messages if m.get("role") == "user"}
+    convs_list = list(train_convs)
+    avoid = {m["content"] for c in convs_list for m in c.messages if m.get("role") == "user"}
     try:
         result = build_self_replay(model, tokenizer, layout, wanted, seed, avoid, identity_names, source)
     except ValueError as exc:
         say(f"self-replay: off ({exc})")
         return []
+    task = [c.messages for c in convs_list if c.source not in (held_out or set()) and single_turn(c.messages)]
+    in_context = add_context(result.conversations, task, context, seed)
     where = ""
     if out is not None:
         where = f"; written to {write_self_replay(result, out)}, dropped drafts with reasons in self_replay_dropped.jsonl"
     convs = [Conversation(c, f"self-replay:{i + 1}") for i, c in enumerate(result.conversations)]
-    encoded = encode_conversations(convs, layout, combine=True, max_length=max_length, truncation=truncation)
-    say(f"self-replay: {len(encoded.input_ids)} of {wanted} wanted samples answered by the base model itself "
-        f"(prompts: {source}; {len(result.dropped)} drafts dropped){where}")
-    return [{"input_ids": i, "labels": lab, "source": src}
-            for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
+    rows: list[dict[str, Any]] = []
+    for combine, part in ((False, convs[:in_context]), (True, convs[in_context:])):
+        encoded = encode_conversations(part, layout, combine=combine, max_length=max_length, truncation=truncation)
+        rows += [{"input_ids": i, "labels": lab, "source": src}
+                 for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
+    say(f"self-replay: {len(rows)} of {wanted} wanted samples answered by the base model itself "
+        f"(prompts: {source}; {in_context} followed by a training conversation; {len(result.dropped)} drafts "
+        f"dropped){where}")
+    return rows
