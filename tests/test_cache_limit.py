@@ -57,3 +57,16 @@ def test_data_cache_cli_lists_and_prunes(tmp_path: Path) -> None:
     assert not (tmp_path / "one").exists()
     cleared = subprocess.run(run + ["--clear"], capture_output=True, text=True, timeout=120)
     assert "0 entries" in cleared.stdout
+
+
+def test_data_tokenize_and_cache_usage_errors(tmp_path: Path, tiny_model: Path) -> None:
+    """A missing data file or a bad option is a one-line error with exit code 2, never a traceback."""
+    base = [sys.executable, "-m", "glmtune", "data"]
+    missing = subprocess.run(base + ["tokenize", "--model", str(tiny_model), "--data", str(tmp_path / "nope.jsonl"),
+                                     "--out", str(tmp_path / "t.jsonl")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "data file not found" in missing.stderr + missing.stdout
+    assert "Traceback" not in missing.stderr
+    for args in (["tokenize", "--model", str(tiny_model), "--data", "d", "--out", "o", "--num-proc", "x"],
+                 ["cache", "--max-gb", "-1"]):
+        bad = subprocess.run(base + args, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and "expected" in bad.stderr and "Traceback" not in bad.stderr

@@ -20,6 +20,26 @@ def str2bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def num_proc(value: str) -> int | str:
+    """``--num-proc``: ``auto`` or a positive integer."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {value!r}")
+    return int(value)
+
+
+def non_negative(value: str) -> float:
+    """A number >= 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     parser = argparse.ArgumentParser(prog="glmtune", description="Fine-tune GLM-4-family chat models.")
@@ -71,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--truncation", choices=["keep_recent", "official"], default="keep_recent",
                    help="how over-long samples are fitted (default keep_recent)")
     t.add_argument("--show", type=int, default=0, metavar="N", help="print N samples with trained spans highlighted")
-    t.add_argument("--num-proc", default="auto", type=lambda v: v if v == "auto" else int(v),
+    t.add_argument("--num-proc", default="auto", type=num_proc,
                    help="tokenising processes (default auto: one per 20k conversations, up to the CPU count)")
     t.add_argument("--cache-dir", help="tokenised-data cache (default ~/.cache/glmtune/datasets)")
     t.add_argument("--no-cache", action="store_true", help="tokenise into a throw-away folder")
 
     k = dsub.add_parser("cache", help="list the tokenised-data cache; --max-gb prunes it, --clear empties it")
     k.add_argument("--cache-dir", help="cache folder (default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets)")
-    k.add_argument("--max-gb", type=float, metavar="N", help="delete least recently used entries beyond N GiB")
+    k.add_argument("--max-gb", type=non_negative, metavar="N", help="delete least recently used entries beyond N GiB")
     k.add_argument("--clear", action="store_true", help="delete every entry")
 
     p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")

@@ -31,6 +31,7 @@ from glmtune.data.conversation import Conversation
 from glmtune.data.placeholders import fill_placeholders, find_placeholders
 from glmtune.data.read import stream_read
 from glmtune.data.train_clean import CleanSettings, TrainingCleaner, clean_summary
+from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import encode_one
 
@@ -105,6 +106,8 @@ def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, com
                   truncation: str, values: dict[str, str], root: Path | None,
                   num_proc: int | str = "auto", clean: CleanSettings | None = None) -> Tokenised:
     """Tokenise ``source`` into the cache under ``root`` (a throw-away folder when ``root`` is None)."""
+    if not Path(source.path).is_file():
+        raise DataError(f"data file not found: {source.path}")
     key = cache_key(cache_parts(source, tokenizer_fp, layout, combine, max_length, truncation, values, clean))
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="glmtune-tokenised-"))
