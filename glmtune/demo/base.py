@@ -182,7 +182,9 @@ def base_train_config(tiny_dir: Path, train_file: Path, out_dir: Path, params: B
 
     return GlmtuneConfig.model_validate({
         "model": {"name_or_path": str(tiny_dir)},
-        "data": {"train_file": str(train_file), "combine": False, "max_length": params.max_length, "val_size": 0},
+        # Packing, as the measurements above were taken; no self-replay: a random model has nothing to replay.
+        "data": {"train_file": str(train_file), "combine": False, "max_length": params.max_length, "val_size": 0,
+                 "packing": True, "group_by_length": False, "self_replay": 0},
         "peft": {"method": "full"},
         "training": {
             "output_dir": str(out_dir),
