@@ -73,7 +73,8 @@ def test_self_replay_filters_drafts(monkeypatch: pytest.MonkeyPatch, tiny_model:
     replies = {"What is 2 plus 3?": Generation("5", "stop", 2), "Say hi": Generation("hi", "stop", 2),
                "Count on": Generation("1 2 3", "length", 48),
                "Loop please": Generation("la la la la la la la la la la la la la la la la", "stop", 30)}
-    monkeypatch.setattr(self_replay, "sample_prompts", lambda *a, **k: drafts)
+    calls: list[int] = []
+    monkeypatch.setattr(self_replay, "sample_prompts", lambda *a, **k: [] if calls else (calls.append(1) or drafts))
     monkeypatch.setattr(self_replay, "generate_replies",
                         lambda m, t, lay, prompts, **k: [replies[p[0]["content"]] for p in prompts])
     model = load_model(str(tiny_model))
@@ -166,3 +167,27 @@ def test_self_replay_rows_train_both_replies_of_context_samples(monkeypatch: pyt
     assert all("Held out" not in tiny_tokenizer.decode(r["input_ids"]) for r in rows)
     assert decoded[0].count("fine") == 1 and "Nova." in decoded[0]  # both replies of a context sample are trained
     assert "Nova." not in decoded[3] and "fine" in decoded[3]
+
+
+def test_self_replay_samples_in_rounds_and_stops_when_few_drafts_survive(monkeypatch: pytest.MonkeyPatch,
+                                                                       tiny_model: Path, tiny_tokenizer) -> None:
+    """A model that writes usable prompts is sampled until enough are kept; a poor writer is given up on."""
+    from glmtune.models import load_model
+
+    asked: list[int] = []
+
+    def sampler(model, tokenizer, n, seed, good_every):
+        asked.append(n)
+        return [f"p{seed}-{i}" if i % good_every == 0 else "" for i in range(n)]
+
+    monkeypatch.setattr(self_replay, "generate_replies",
+                        lambda m, t, lay, prompts, **k: [Generation("ok", "stop", 1) for _ in prompts])
+    model, layout = load_model(str(tiny_model)), get_layout(tiny_tokenizer)
+    monkeypatch.setattr(self_replay, "SAMPLE_ROUND", 30)
+    monkeypatch.setattr(self_replay, "sample_prompts", lambda m, t, n, s: sampler(m, t, n, s, 2))  # half usable
+    good = self_replay.build_self_replay(model, tiny_tokenizer, layout, 40, 0, set(), source="model")
+    assert len(good.conversations) == 40 and len(asked) > 2 and max(asked) <= 30
+    asked.clear()
+    monkeypatch.setattr(self_replay, "sample_prompts", lambda m, t, n, s: sampler(m, t, n, s, 20))  # 5% usable
+    poor = self_replay.build_self_replay(model, tiny_tokenizer, layout, 40, 0, set(), source="model")
+    assert asked == [30] and len(poor.conversations) == 2  # one round, then it stops

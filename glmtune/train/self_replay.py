@@ -31,6 +31,8 @@ REPLY_TOKENS = 128
 BATCH = 32
 OVERSAMPLE = 3  # prompts drawn per sample wanted: duplicates, run-ons and identity answers are dropped
 BUNDLED_PROMPTS = "replay_prompts.jsonl"
+SAMPLE_ROUND = 256  # prompts the model samples per round
+MIN_KEEP = 0.1  # a round that keeps fewer of its drafts than this ends the sampling
 
 
 @dataclass
@@ -138,17 +140,11 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
     result = SelfReplay()
     if count <= 0:
         return result
-    was_training, cache = model.training, getattr(model.config, "use_cache", True)
-    model.eval()
-    model.config.use_cache = True
-    try:
-        given = read_prompts("bundled" if source == "auto" else source) if source != "model" else []
-        random.Random(seed).shuffle(given)
-        drafts = given[:count * OVERSAMPLE]
-        if source in ("auto", "model") and len(drafts) < count * OVERSAMPLE:
-            drafts += sample_prompts(model, tokenizer, count * OVERSAMPLE - len(drafts), seed)
-        seen = {p.strip() for p in avoid_prompts}
-        names = _names(identity_names)
+    seen = {p.strip() for p in avoid_prompts}
+    names = _names(identity_names)
+
+    def judge(drafts: list[str]) -> int:
+        """Keep the drafts whose prompt and greedy reply pass every filter (up to ``count`` in all)."""
         prompts: list[str] = []
         for prompt in drafts:
             reason = ("unfinished or empty prompt" if not prompt else
@@ -161,6 +157,7 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
             prompts.append(prompt)
         replies = generate_replies(model, tokenizer, layout, [[{"role": "user", "content": p}] for p in prompts],
                                    max_new_tokens=REPLY_TOKENS, batch_size=BATCH, loop_rule=None)
+        before = len(result.conversations)
         for prompt, reply in zip(prompts, replies):
             reason = ("reply did not stop" if reply.finish_reason != "stop" else
                       "empty reply" if not reply.text else
@@ -171,6 +168,27 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
                 continue
             result.conversations.append([{"role": "user", "content": prompt},
                                          {"role": "assistant", "content": reply.text}])
+        return len(result.conversations) - before
+
+    was_training, cache = model.training, getattr(model.config, "use_cache", True)
+    model.eval()
+    model.config.use_cache = True
+    try:
+        given = read_prompts("bundled" if source == "auto" else source) if source != "model" else []
+        random.Random(seed).shuffle(given)
+        drafts = given[:count * OVERSAMPLE]
+        sampling = source in ("auto", "model")
+        wanted = min(SAMPLE_ROUND, count * OVERSAMPLE - len(drafts)) if sampling else 0
+        drafts += sample_prompts(model, tokenizer, wanted, seed) if wanted > 0 else []
+        kept = judge(drafts)
+        rounds = 1
+        # Sample more in rounds while the model's own prompts are worth it: an untrained or poor writer of
+        # prompts keeps almost none, and thousands of drafts would only cost time.
+        while (sampling and wanted > 0 and len(result.conversations) < count and kept > 0
+               and kept >= MIN_KEEP * len(drafts)):
+            wanted = min(SAMPLE_ROUND, (count - len(result.conversations)) * OVERSAMPLE)
+            drafts = sample_prompts(model, tokenizer, wanted, seed + rounds)
+            kept, rounds = judge(drafts), rounds + 1
     finally:
         model.train(was_training)
         model.config.use_cache = cache
