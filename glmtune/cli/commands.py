@@ -103,13 +103,12 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
                         args.combine, args.max_length, args.truncation, {}, root, args.num_proc)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    total = trained = 0
+    total = 0
     with out.open("w", encoding="utf-8") as fh:
         for batch in tok.samples.iter(batch_size=1000):
+            total += sum(batch["length"])
             for ids, labels in zip(batch["input_ids"], batch["labels"]):
                 fh.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
-                total += len(ids)
-                trained += sum(1 for x in labels if x != -100)
     console = Console(highlight=False)
     head = [c.messages for _, c in zip(range(16), iter_conversations(tok.conversations))]
     checked = verify_layout(layout, tokenizer, head, args.combine)
@@ -130,7 +129,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
                           soft_wrap=True)
     where = f"cache hit: {tok.path}" if tok.cache_hit else ("cache off" if args.no_cache else f"cached: {tok.path}")
     console.print(
-        f"wrote {len(tok.samples)} samples to {out}: {trained} trained of {total} tokens; {tok.truncated} over "
+        f"wrote {len(tok.samples)} samples to {out}: {tok.trained_tokens} trained of {total} tokens; {tok.truncated} over "
         f"{args.max_length} fitted by {args.truncation} ({tok.trained_tokens_removed} trained tokens removed); "
         f"{tok.rejected} skipped ({where})", markup=False, soft_wrap=True,
     )

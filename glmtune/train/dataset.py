@@ -113,6 +113,7 @@ def encode_sources(
     parts: list[Dataset] = []
     convs: list[Dataset] = []
     reject_files: list[Path] = []
+    entries: list[Path] = []  # cache folders the samples are read from
     total = rejected = removed = 0
     merged = EncodeResult()
     for source in sources:
@@ -127,6 +128,7 @@ def encode_sources(
         total += tok.records
         rejected += tok.rejected
         reject_files.append(tok.rejects_file)
+        entries.append(tok.path)
         merged.truncated += tok.truncated
         merged.trained_tokens += tok.trained_tokens
         merged.trained_tokens_removed += tok.trained_tokens_removed
@@ -157,8 +159,7 @@ def encode_sources(
             f"{rejected} of {total} records ({rejected / total:.0%}) were rejected, more than "
             f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
         )
-    return Encoded(rows, merged, total, rejected, ConversationView(convs),
-                   [f.parent for f in reject_files] if root is not None else [])
+    return Encoded(rows, merged, total, rejected, ConversationView(convs), entries if root is not None else [])
 
 
 def _first_rejects(files: list[Path], n: int) -> list[dict]:

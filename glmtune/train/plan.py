@@ -66,8 +66,6 @@ class DataStats:
         in_order = [self.lengths[i:i + batch] for i in range(0, len(self.lengths), batch)]
         if how == "packing":
             return sum(row(sum(g)) for g in in_order)
-        if how == "packing_varlen":
-            return sum(row(n) for n in self.lengths)
         groups = self.grouped_rows(batch) if how == "grouping" else in_order
         return sum(len(g) * row(max(g)) for g in groups)
 
@@ -330,17 +328,8 @@ def total_steps(cfg: GlmtuneConfig, n_train: int) -> int:
     return max(1, math.ceil(mixed_samples(cfg, n_train) / per_step) * math.ceil(float(t.num_train_epochs)))
 
 
-def model_width(name_or_path: str, trust_remote_code: bool = False) -> int:
-    """Hidden size from the model's config (0 when the config does not name one)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    config = getattr(config, "text_config", None) or config
-    return int(getattr(config, "hidden_size", 0) or 0)
-
-
-def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:
-    """Parameter count from the model's config alone (weights are not loaded)."""
+def model_shape(name_or_path: str, trust_remote_code: bool = False) -> tuple[int, int]:
+    """Parameter count and hidden size from the model's config alone (weights are not loaded; width 0 if unnamed)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -350,4 +339,10 @@ def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    return sum(p.numel() for p in model.parameters())
+    text = getattr(config, "text_config", None) or config
+    return sum(p.numel() for p in model.parameters()), int(getattr(text, "hidden_size", 0) or 0)
+
+
+def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:
+    """Parameter count from the model's config alone (weights are not loaded)."""
+    return model_shape(name_or_path, trust_remote_code)[0]

@@ -39,7 +39,7 @@ from glmtune.train.hygiene import (
     prepare_output_dir,
     write_fingerprint,
 )
-from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_param_count, model_width
+from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_shape
 from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
 from glmtune.train.stream import StreamedData, check_streaming, resolve_streaming
@@ -207,8 +207,7 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
         "reply ending in a stop token")
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite), say)
-    params = model_param_count(config.model.name_or_path, config.model.trust_remote_code)
-    width = model_width(config.model.name_or_path, config.model.trust_remote_code)
+    params, width = model_shape(config.model.name_or_path, config.model.trust_remote_code)
     plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None, width=width)
     plan.config.data.streaming = streaming
     plan.items.append(PlanItem("data.streaming", streaming, why, "config" if data.streaming != "auto" else "auto"))
