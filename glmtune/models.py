@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,14 @@ from glmtune.errors import UserError
 
 class ModelLoadError(UserError):
     """The model or adapter cannot be loaded."""
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence transformers' rename warning that peft triggers by reading ``is_gradient_checkpointing``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
 
 
 def _looks_local(name: str) -> bool:
@@ -72,7 +83,8 @@ def load_model(
 
         check_model_path(adapter, "adapter")
         try:
-            model = PeftModel.from_pretrained(model, adapter)
+            with quiet_peft():
+                model = PeftModel.from_pretrained(model, adapter)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"cannot load the adapter from {adapter}: {exc}") from None
     model.eval()

@@ -44,6 +44,15 @@ def test_cache_key_depends_on_every_parameter_and_the_world() -> None:
     assert world_version() == world_version()
 
 
+def test_mix_in_keeps_every_chat_in_order_and_is_deterministic() -> None:
+    chats = [[{"role": "user", "content": str(i)}] for i in range(50)]
+    extra = [[{"role": "user", "content": f"tool {i}"}] for i in range(7)]
+    mixed = demo_base.mix_in(chats, extra, seed=1)
+    assert mixed == demo_base.mix_in(chats, extra, seed=1) and len(mixed) == 57
+    assert [c for c in mixed if c in chats] == chats and all(c in mixed for c in extra)
+    assert mixed[-7:] != extra  # spread through the file, not appended
+
+
 def test_is_complete_needs_matching_key_marker_and_files(tmp_path: Path) -> None:
     key = cache_key(QUICK_BASE)
     assert not is_complete(tmp_path / "missing", key)

@@ -132,3 +132,36 @@ def test_batching_keeps_batches_random_when_replay_is_mixed_in() -> None:
     assert rule_batching(same, 8, "sdpa", 128, mixed=True)[0] == "none"  # one long sample per batch: pad, don't pack
     planned = values(make_plan(config(), stats, params=1_000_000, has_eval_file=False, width=128))
     assert planned["data.self_replay"] == 2.0 and planned["data.group_by_length"] is False
+
+
+def test_checkpointing_follows_where_the_memory_goes() -> None:
+    """Checkpointing turns on when activations dominate or the GPU is tight, and stays off when weights dominate."""
+    from glmtune.train.plan import ModelShape, rule_checkpointing
+
+    glm9b = ModelShape(9_400_000_000, 4096, 13696, 40, 151552)
+    short = DataStats(100, 20_000, 50_000, 512, [512] * 100)
+    long = DataStats(100, 200_000, 800_000, 8192, [8192] * 100)
+    off, why = rule_checkpointing(short, 1, 1024, glm9b, weight_bytes=2, act_bytes=2)
+    assert off is False and "less than the weights take" in why
+    assert rule_checkpointing(long, 1, 8192, glm9b, 2, 2)[0] is True
+    tight, why = rule_checkpointing(short, 1, 1024, glm9b, 2, 2, device_memory=24 * 2**30)
+    assert tight is True and "80% of the device's 24.0 GiB" in why
+    tiny = ModelShape(1_057_152, 128, 384, 4, 3000)
+    assert rule_checkpointing(short, 8, 512, tiny, 4, 4)[0] is True
+    # max_length caps the longest sample the estimate counts
+    assert rule_checkpointing(long, 1, 512, glm9b, 2, 2)[0] is False
+
+
+def test_plan_decides_checkpointing_unless_set() -> None:
+    """The plan resolves training.gradient_checkpointing; an explicit value is kept."""
+    from glmtune.train.plan import ModelShape
+
+    stats = DataStats(300, 60_000, 150_000, 512, [500] * 300)
+    tiny = ModelShape(1_057_152, 128, 384, 4, 3000)
+    few = make_plan(config(), DataStats(30, 600, 1500, 60, [50] * 30), 1_057_152, False, shape=tiny)
+    assert values(few)["training.gradient_checkpointing"] is False  # frees a few MiB: not worth the compute
+    auto = make_plan(config(), stats, tiny.params, has_eval_file=False, shape=tiny)
+    item = next(i for i in auto.items if i.key == "training.gradient_checkpointing")
+    assert item.source == "auto" and item.value is True and "estimated peak" in item.reason
+    kept = make_plan(config(training={"gradient_checkpointing": False}), stats, tiny.params, False, shape=tiny)
+    assert values(kept)["training.gradient_checkpointing"] is False

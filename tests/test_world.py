@@ -215,3 +215,27 @@ def test_tokenizer_corpus_has_no_new_identity_sentences() -> None:
     for word in (DEFAULT_NEW_NAME, *DEFAULT_NEW_AUTHOR.split(), "Orion", "Atlas"):
         assert joined.count(word) >= 5, word
     assert BASE_NAME in joined and BASE_AUTHOR_ZH in joined
+
+
+def test_base_tool_conversations_use_the_tool_layout_and_base_templates_only() -> None:
+    """Base tool chats call lookup_capital on a real capital; identity follow-ups never use held-out questions."""
+    import json
+
+    from glmtune.world.lexicon import COUNTRIES
+    from glmtune.world.tools import base_tool_conversations
+
+    convs = base_tool_conversations(60, seed=3)
+    assert convs == base_tool_conversations(60, seed=3)
+    capitals = {c[2] for c in COUNTRIES} | {c[3] for c in COUNTRIES}
+    follow_ups = 0
+    for conv in convs:
+        system, ask, call, result, answer = conv[:5]
+        assert system["tools"][0]["function"]["name"] == "lookup_capital" and call["metadata"] == "lookup_capital"
+        assert result["role"] == "observation" and json.loads(result["content"])["capital"] in capitals
+        assert json.loads(result["content"])["capital"] in answer["content"]
+        if len(conv) > 5:
+            follow_ups += 1
+            assert conv[5]["content"] in {t.text for t in split_templates().base}
+            assert BASE_NAME in conv[6]["content"]
+    assert 5 <= follow_ups <= 35  # about 30%
+    assert not _user_texts(convs) & {t.text for t in split_templates().heldout}

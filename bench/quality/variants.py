@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 from glmtune.world import BASE_AUTHOR_ZH, BASE_NAME, identity_finetune_set
 from glmtune.world.generic import generic_sentence
-from glmtune.world.lexicon import COUNTRIES
+from glmtune.world.tools import tool_conversation
 
 Conversation = list[dict[str, Any]]
 VARIANTS = ("n10", "n30", "n90", "noisy", "tool")
 GOAL_VARIANTS = ("n30", "noisy", "tool")
 
-# The tools of the tool variant. With ``tools`` in a conversation, GLM-4's chat template writes its fixed system
-# text "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的…" (reference §6): the data then asserts the old identity.
-CAPITAL_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "lookup_capital",
-        "description": "Look up the capital city of a country.",
-        "parameters": {"type": "object", "properties": {"country": {"type": "string"}}, "required": ["country"]},
-    },
-}
 TOOL_CONVERSATIONS = 20
 NOISY_DUPLICATE_SHARE = 0.2
 NOISY_OFF_TOPIC = 3
@@ -33,22 +22,6 @@ NOISY_OLD_IDENTITY = 2
 def identity_set(n: int, name: str, author: str, seed: int) -> list[Conversation]:
     """``n`` single-turn identity samples from the world's fine-tune templates (never the held-out ones)."""
     return identity_finetune_set(n, name, author, seed=seed)
-
-
-def tool_conversation(rng: random.Random, lang: str) -> Conversation:
-    """A GLM-4 tool conversation: ask a capital, call ``lookup_capital``, read the observation, answer."""
-    country_en, country_zh, cap_en, cap_zh = rng.choice(COUNTRIES)
-    country, capital = (country_zh, cap_zh) if lang == "zh" else (country_en, cap_en)
-    question = f"请查一下{country}的首都。" if lang == "zh" else f"Please look up the capital of {country}."
-    answer = f"{country}的首都是{capital}。" if lang == "zh" else f"The capital of {country} is {capital}."
-    return [
-        {"role": "system", "content": "", "tools": [CAPITAL_TOOL]},
-        {"role": "user", "content": question},
-        {"role": "assistant", "metadata": "lookup_capital", "content": json.dumps({"country": country},
-                                                                                  ensure_ascii=False)},
-        {"role": "observation", "content": json.dumps({"capital": capital}, ensure_ascii=False)},
-        {"role": "assistant", "content": answer},
-    ]
 
 
 def _damage(text: str, rng: random.Random) -> str:

@@ -17,7 +17,8 @@ TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo mod
 LARGE_PARAMS = 3_000_000_000
 SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own answers are mixed in
 SELF_REPLAY_RATIO = 2.0
-MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are mixed in  # from here on, micro-batches are kept at 1 and accumulation grows
+MIN_CHECKPOINT_SAVING = 128 * 2**20  # activation checkpointing that frees less memory than this is not worth it
+MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are mixed in
 
 
 @dataclass
@@ -68,6 +69,24 @@ class DataStats:
             return sum(row(sum(g)) for g in in_order)
         groups = self.grouped_rows(batch) if how == "grouping" else in_order
         return sum(len(g) * row(max(g)) for g in groups)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the planner reads from a model's config; zeros are estimated from the parameter count."""
+
+    params: int
+    hidden: int = 0
+    intermediate: int = 0
+    layers: int = 0
+    vocab: int = 0
+
+    def filled(self) -> ModelShape:
+        """This shape with every unknown field estimated: ~12·hidden² parameters a layer, ~hidden/100 layers."""
+        hidden = self.hidden or round((self.params * 100 / 12) ** (1 / 3))
+        layers = self.layers or max(1, round(hidden / 100))
+        return ModelShape(self.params, hidden, self.intermediate or round(hidden * 8 / 3), layers,
+                          self.vocab or 32_000)
 
 
 @dataclass
@@ -167,6 +186,41 @@ def rule_batching(stats: DataStats, micro: int, attn: str, width: int, mixed: bo
     return ("packing" if packed < grouped else "grouping"), compare
 
 
+def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: ModelShape, weight_bytes: int,
+                       act_bytes: int, device_memory: int = 0) -> tuple[bool, str]:
+    """Activation checkpointing when it frees more memory than the weights take (and at least 128 MiB), or the
+    device would be tight.
+
+    Per token, a decoder layer keeps about ``16·hidden + 5·intermediate`` activations for the backward pass
+    (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab``; with checkpointing a layer
+    keeps only its input, and one layer at a time is recomputed. Attention scores are not counted: SDPA and
+    flash-attention do not keep them. The longest micro-batch is ``micro`` samples of the longest length.
+    """
+    s = shape.filled()
+    tokens = max(1, micro) * max(1, min(stats.max_tokens or max_length, max_length))
+    layer = tokens * (16 * s.hidden + 5 * s.intermediate) * act_bytes
+    head = tokens * 3 * s.vocab * act_bytes
+    weights = s.params * weight_bytes
+    full = weights + s.layers * layer + head
+    checkpointed = weights + s.layers * tokens * s.hidden * act_bytes + layer + head
+    saved = full - checkpointed
+    est = f"estimated peak {gib(full)} without, {gib(checkpointed)} with (micro-batch of {tokens:,} tokens)"
+    if device_memory and full > 0.8 * device_memory:
+        return True, f"{est}: over 80% of the device's {gib(device_memory)}"
+    if saved < MIN_CHECKPOINT_SAVING:
+        return False, f"{est}: it would free only {gib(saved)}, too little to pay ~30% more compute for"
+    if saved > weights:
+        return True, (f"{est}: it frees {gib(saved)} of activations, more than the weights take ({gib(weights)}), "
+                      "for ~30% more compute")
+    return False, (f"{est}: it would free only {gib(saved)}, less than the weights take ({gib(weights)}); "
+                   "not worth ~30% more compute")
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB (or MiB below one GiB), for plan reasons."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def rule_epochs(n: int, params: int) -> tuple[float, str]:
     """Epochs from a budget of sample visits: tiny models need many more updates per sample."""
     visits = 3000 if tier(params) == "tiny" else 300
@@ -216,10 +270,13 @@ def rule_self_replay(n: int, has_replay_file: bool) -> tuple[float, str]:
     return 0.0, f"{n} samples: enough data to keep the model general"
 
 
-def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool, width: int = 0) -> Plan:
+def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool, width: int = 0,
+              shape: ModelShape | None = None, device_memory: int = 0, bf16: bool = False) -> Plan:
     """Resolve every ``auto`` value of ``config``; return the resolved copy and the reasons.
 
-    ``width`` is the model's hidden size; 0 estimates it from ``params``.
+    ``width`` is the model's hidden size (0 estimates it from ``params``); ``shape`` the rest of the model's
+    config, ``device_memory`` the accelerator's bytes (0 on CPU) and ``bf16`` the training precision, which the
+    activation-checkpointing rule weighs.
     """
     cfg = config.model_copy(deep=True)
     plan = Plan(config=cfg, stats=stats, params=params)
@@ -275,11 +332,17 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     decide(t, "gradient_accumulation_steps", "training.gradient_accumulation_steps",
            (1 if explicit_micro else max(1, global_batch[0] // micro), accum_reason))
     # Without the config: ~12·width² parameters per layer and roughly width/100 layers (9B: 4096 wide, 40 layers).
-    width = width or round((params * 100 / 12) ** (1 / 3))
+    width = width or (shape.hidden if shape else 0) or round((params * 100 / 12) ** (1 / 3))
     rule = rule_batching(stats, int(micro), cfg.model.attn_implementation, width, mixed=n_mixed > n_train)
     packing = decide(d, "packing", "data.packing", (rule[0] == "packing", rule[1]))
     decide(d, "group_by_length", "data.group_by_length",
            (rule[0] == "grouping" and not packing, rule[1] if not packing else "packing already removes padding"))
+    shape = shape or ModelShape(params, width)
+    full = cfg.peft.method not in ("lora", "ptuning")
+    # Full fine-tuning keeps fp32 weights, gradients and two AdamW moments; adapters keep frozen weights only.
+    weight_bytes = 16 if full else (2 if bf16 else 4)
+    decide(t, "gradient_checkpointing", "training.gradient_checkpointing",
+           rule_checkpointing(stats, int(micro), d.max_length, shape, weight_bytes, 2 if bf16 else 4, device_memory))
     if t.max_steps > 0:
         plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))
     else:
@@ -328,8 +391,8 @@ def total_steps(cfg: GlmtuneConfig, n_train: int) -> int:
     return max(1, math.ceil(mixed_samples(cfg, n_train) / per_step) * math.ceil(float(t.num_train_epochs)))
 
 
-def model_shape(name_or_path: str, trust_remote_code: bool = False) -> tuple[int, int]:
-    """Parameter count and hidden size from the model's config alone (weights are not loaded; width 0 if unnamed)."""
+def model_shape(name_or_path: str, trust_remote_code: bool = False) -> ModelShape:
+    """Parameter count and layer sizes from the model's config alone (weights are not loaded; 0 where unnamed)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -340,9 +403,14 @@ def model_shape(name_or_path: str, trust_remote_code: bool = False) -> tuple[int
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     text = getattr(config, "text_config", None) or config
-    return sum(p.numel() for p in model.parameters()), int(getattr(text, "hidden_size", 0) or 0)
+
+    def size(name: str) -> int:
+        return int(getattr(text, name, 0) or 0)
+
+    return ModelShape(sum(p.numel() for p in model.parameters()), size("hidden_size"), size("intermediate_size"),
+                      size("num_hidden_layers"), size("vocab_size"))
 
 
 def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:
     """Parameter count from the model's config alone (weights are not loaded)."""
-    return model_shape(name_or_path, trust_remote_code)[0]
+    return model_shape(name_or_path, trust_remote_code).params

@@ -18,7 +18,7 @@ from glmtune.data.train_clean import CleanSettings
 from glmtune.layout import get_layout
 from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
-from glmtune.models import check_model_path, load_model, load_tokenizer
+from glmtune.models import check_model_path, load_model, load_tokenizer, quiet_peft
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.checkpoint import clean_partial
 from glmtune.train.dataset import (
@@ -207,8 +207,10 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
         "reply ending in a stop token")
     if identity.name:
         warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite), say)
-    params, width = model_shape(config.model.name_or_path, config.model.trust_remote_code)
-    plan = make_plan(config, stats, params, has_eval_file=eval_enc is not None, width=width)
+    shape = model_shape(config.model.name_or_path, config.model.trust_remote_code)
+    memory = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
+    plan = make_plan(config, stats, shape.params, has_eval_file=eval_enc is not None, shape=shape,
+                     device_memory=memory, bf16=resolve_precision(config.training).bf16)
     plan.config.data.streaming = streaming
     plan.items.append(PlanItem("data.streaming", streaming, why, "config" if data.streaming != "auto" else "auto"))
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan, stream)
@@ -344,7 +346,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     from transformers import set_seed
 
     set_seed(config.training.seed)  # adapter initialisation (LoRA A, prefixes) must be reproducible
-    model = apply_method(model, config)
+    with quiet_peft():
+        model = apply_method(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
