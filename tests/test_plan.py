@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from glmtune.config.loader import validate_config
-from glmtune.train.plan import DataStats, make_plan
+from glmtune.train.plan import DataStats, ModelShape, make_plan
 
 
 def config(**sections):
@@ -110,8 +110,10 @@ def test_plan_reads_width_or_estimates_it() -> None:
     """The plan's batching choice follows the model width; without it the width comes from the parameter count."""
     stats = _spread_lengths()
     alone = {"train_file": "t.jsonl", "self_replay": 0}
-    narrow = values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False, width=128))
-    wide = values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False, width=4096))
+    narrow = values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False,
+                             shape=ModelShape(1_000_000, 128)))
+    wide = values(make_plan(config(data=alone), stats, params=1_000_000, has_eval_file=False,
+                           shape=ModelShape(1_000_000, 4096)))
     assert (narrow["data.packing"], narrow["data.group_by_length"]) == (False, True)
     assert wide["data.packing"] is True
     estimated = make_plan(config(), stats, params=1_000_000_000, has_eval_file=False)
@@ -130,13 +132,14 @@ def test_batching_keeps_batches_random_when_replay_is_mixed_in() -> None:
     assert stats.step_cost(8, 128, "packing") < stats.step_cost(8, 128, "plain")
     same = DataStats(64, 640, 1280, 20, [20] * 60 + [200] * 4)
     assert rule_batching(same, 8, "sdpa", 128, mixed=True)[0] == "none"  # one long sample per batch: pad, don't pack
-    planned = values(make_plan(config(), stats, params=1_000_000, has_eval_file=False, width=128))
+    planned = values(make_plan(config(), stats, params=1_000_000, has_eval_file=False,
+                             shape=ModelShape(1_000_000, 128)))
     assert planned["data.self_replay"] == 2.0 and planned["data.group_by_length"] is False
 
 
 def test_checkpointing_follows_where_the_memory_goes() -> None:
     """Checkpointing turns on when activations dominate or the GPU is tight, and stays off when weights dominate."""
-    from glmtune.train.plan import ModelShape, rule_checkpointing
+    from glmtune.train.plan import rule_checkpointing
 
     glm9b = ModelShape(9_400_000_000, 4096, 13696, 40, 151552)
     short = DataStats(100, 20_000, 50_000, 512, [512] * 100)
@@ -154,8 +157,6 @@ def test_checkpointing_follows_where_the_memory_goes() -> None:
 
 def test_plan_decides_checkpointing_unless_set() -> None:
     """The plan resolves training.gradient_checkpointing; an explicit value is kept."""
-    from glmtune.train.plan import ModelShape
-
     stats = DataStats(300, 60_000, 150_000, 512, [500] * 300)
     tiny = ModelShape(1_057_152, 128, 384, 4, 3000)
     few = make_plan(config(), DataStats(30, 600, 1500, 60, [50] * 30), 1_057_152, False, shape=tiny)

@@ -214,8 +214,7 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool | Auto = Field(
         "auto", description="Trade compute for memory (non-reentrant; inputs require grads so PEFT adapters train). "
         "auto: on when the planner estimates that it frees more memory than the model's weights take (and at "
-        "least 128 MiB), or when "
-        "the estimated peak exceeds 80% of the GPU's memory.")
+        "least 128 MiB), or when the estimated peak exceeds 80% of the GPU's memory.")
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )

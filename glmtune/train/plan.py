@@ -82,7 +82,8 @@ class ModelShape:
     vocab: int = 0
 
     def filled(self) -> ModelShape:
-        """This shape with every unknown field estimated: ~12·hidden² parameters a layer, ~hidden/100 layers."""
+        """This shape with every unknown field estimated: ~12·hidden² parameters a layer and ~hidden/100 layers
+        (glm-4-9b: 4096 wide, 40 layers)."""
         hidden = self.hidden or round((self.params * 100 / 12) ** (1 / 3))
         layers = self.layers or max(1, round(hidden / 100))
         return ModelShape(self.params, hidden, self.intermediate or round(hidden * 8 / 3), layers,
@@ -270,13 +271,12 @@ def rule_self_replay(n: int, has_replay_file: bool) -> tuple[float, str]:
     return 0.0, f"{n} samples: enough data to keep the model general"
 
 
-def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool, width: int = 0,
+def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_file: bool,
               shape: ModelShape | None = None, device_memory: int = 0, bf16: bool = False) -> Plan:
     """Resolve every ``auto`` value of ``config``; return the resolved copy and the reasons.
 
-    ``width`` is the model's hidden size (0 estimates it from ``params``); ``shape`` the rest of the model's
-    config, ``device_memory`` the accelerator's bytes (0 on CPU) and ``bf16`` the training precision, which the
-    activation-checkpointing rule weighs.
+    ``shape`` holds the model's layer sizes (estimated from ``params`` where missing); ``device_memory`` the
+    accelerator's bytes (0 on CPU) and ``bf16`` the training precision, which the checkpointing rule weighs.
     """
     cfg = config.model_copy(deep=True)
     plan = Plan(config=cfg, stats=stats, params=params)
@@ -331,16 +331,14 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
         accum_reason = f"micro-batch {micro} set in config; no accumulation"
     decide(t, "gradient_accumulation_steps", "training.gradient_accumulation_steps",
            (1 if explicit_micro else max(1, global_batch[0] // micro), accum_reason))
-    # Without the config: ~12·width² parameters per layer and roughly width/100 layers (9B: 4096 wide, 40 layers).
-    width = width or (shape.hidden if shape else 0) or round((params * 100 / 12) ** (1 / 3))
-    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation, width, mixed=n_mixed > n_train)
+    shape = (shape or ModelShape(params)).filled()
+    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation, shape.hidden, mixed=n_mixed > n_train)
     packing = decide(d, "packing", "data.packing", (rule[0] == "packing", rule[1]))
     decide(d, "group_by_length", "data.group_by_length",
            (rule[0] == "grouping" and not packing, rule[1] if not packing else "packing already removes padding"))
-    shape = shape or ModelShape(params, width)
-    full = cfg.peft.method not in ("lora", "ptuning")
+    full_ft = cfg.peft.method not in ("lora", "ptuning")
     # Full fine-tuning keeps fp32 weights, gradients and two AdamW moments; adapters keep frozen weights only.
-    weight_bytes = 16 if full else (2 if bf16 else 4)
+    weight_bytes = 16 if full_ft else (2 if bf16 else 4)
     decide(t, "gradient_checkpointing", "training.gradient_checkpointing",
            rule_checkpointing(stats, int(micro), d.max_length, shape, weight_bytes, 2 if bf16 else 4, device_memory))
     if t.max_steps > 0:
