@@ -3,8 +3,9 @@
 Every contestant LoRA-tunes the same model on the same data (LLaMA-Factory's alpaca_en_demo + alpaca_zh_demo,
 converted to GLM-4 messages, then by each peer to its own format) with the same max length, global batch,
 steps, seed, learning rate, scheduler and LoRA settings, each in its own subprocess, one after the other.
-glmtune runs with its real defaults (the planner decides packing / length grouping); the validation split
-and early stopping are off for everyone, since the peers do not evaluate either.
+glmtune runs with its real defaults (the planner decides packing / length grouping and activation
+checkpointing); the validation split and early stopping are off for everyone, since the peers do not evaluate
+either.
 
 Measured per contestant: trained tokens (labels that enter the loss) and non-padding input tokens, counted
 the same way in every process (bench/peers/child/launch.py), the Trainer's train_runtime, the wall time of
