@@ -11,7 +11,8 @@ from glmtune.demo.base import BaseParams, Say, build_base
 # Batch 8 instead of 16 (the same tokens in twice the steps) took skills on the 120 probes from 0.12 to 0.48 (copying,
 # which translation and arithmetic answers need, 0.02 -> 0.50 in-distribution). 600 GLM-4 tool-calling chats, 30%
 # with a base identity question after the tool call, make the base a tool user like the real GLM-4: it then answers
-# "ChatGLM" inside a tool conversation (1.00, from 0.08), so the tool variant tests what it should (bench/RESULTS.md).
+# "ChatGLM" inside a tool conversation (1.00, from 0.08 without them), so the tool variant tests what it should
+# (bench/RESULTS.md, session 4).
 QUALITY_BASE = BaseParams(conversations=60_000, identity_keep=0.35, documents=6_000, batch_size=8,
                           tool_conversations=600, max_length=512)
 

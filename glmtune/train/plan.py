@@ -194,8 +194,9 @@ def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: Mod
 
     Per token, a decoder layer keeps about ``16·hidden + 5·intermediate`` activations for the backward pass
     (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab``; with checkpointing a layer
-    keeps only its input, and one layer at a time is recomputed. Attention scores are not counted: SDPA and
-    flash-attention do not keep them. The longest micro-batch is ``micro`` samples of the longest length.
+    keeps only its input, and one layer at a time is recomputed. Attention scores are not counted (fused
+    attention kernels do not keep them; without one the estimate is low, which errs towards speed). The longest
+    micro-batch is ``micro`` samples of the longest length.
     """
     s = shape.filled()
     tokens = max(1, micro) * max(1, min(stats.max_tokens or max_length, max_length))
