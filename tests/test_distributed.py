@@ -59,14 +59,17 @@ LAUNCHERS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", list(LAUNCHERS))
-def test_two_process_run_matches_single_process(tmp_path, single_run, launcher):
+@pytest.mark.parametrize("launcher, checkpointing", [("torchrun", "false"), ("accelerate", "false"),
+                                                     ("torchrun", "selective")])
+def test_two_process_run_matches_single_process(tmp_path, single_run, launcher, checkpointing):
+    """DDP over gloo follows the single-process curve; selective checkpointing under DDP changes nothing either."""
     if shutil.which(LAUNCHERS[launcher][0]) is None:
         pytest.skip(f"{LAUNCHERS[launcher][0]} is not on PATH")
     cfg, one = single_run
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([*LAUNCHERS[launcher], "-m", "glmtune", "train", str(cfg),
-                          f"training.output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2"],
+                          f"training.output_dir={tmp_path / 'ddp'}", "training.per_device_train_batch_size=2",
+                          f"training.gradient_checkpointing={checkpointing}"],
                          capture_output=True, text=True, timeout=600, env=env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a, b = losses(tmp_path / "ddp"), losses(one)

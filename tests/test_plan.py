@@ -138,7 +138,7 @@ def test_batching_keeps_batches_random_when_replay_is_mixed_in() -> None:
 
 
 def test_checkpointing_follows_where_the_memory_goes() -> None:
-    """Checkpointing turns on when activations dominate or the GPU is tight, and stays off when weights dominate."""
+    """Selective checkpointing when activations dominate, full only when selective would not fit the GPU."""
     from glmtune.train.plan import rule_checkpointing
 
     glm9b = ModelShape(9_400_000_000, 4096, 13696, 40, 151552)
@@ -146,11 +146,18 @@ def test_checkpointing_follows_where_the_memory_goes() -> None:
     long = DataStats(100, 200_000, 800_000, 8192, [8192] * 100)
     off, why = rule_checkpointing(short, 1, 1024, glm9b, weight_bytes=2, act_bytes=2)
     assert off is False and "less than the weights take" in why
-    assert rule_checkpointing(long, 1, 8192, glm9b, 2, 2)[0] is True
+    on, why = rule_checkpointing(long, 1, 8192, glm9b, 2, 2)
+    assert on == "selective" and "recomputes no matrix product" in why
     tight, why = rule_checkpointing(short, 1, 1024, glm9b, 2, 2, device_memory=24 * 2**30)
-    assert tight is True and "80% of the device's 24.0 GiB" in why
+    assert tight is True and "even selective exceeds 80% of the device's 24.0 GiB" in why
+    # 8,192 tokens on an 80 GB card: too much without checkpointing, fits with the selective kind
+    roomy, why = rule_checkpointing(long, 1, 8192, glm9b, 2, 2, device_memory=80 * 2**30)
+    assert roomy == "selective" and "over 80% of the device's 80.0 GiB without" in why
+    small = ModelShape(13_100_000, 512, 1536, 4, 2090)  # bench/throughput.py's "small" model
+    assert rule_checkpointing(short, 8, 512, small, 4, 4)[0] == "selective"
     tiny = ModelShape(1_057_152, 128, 384, 4, 3000)
-    assert rule_checkpointing(short, 8, 512, tiny, 4, 4)[0] is True
+    assert rule_checkpointing(short, 8, 512, tiny, 4, 4)[0] == "selective"
+    assert rule_checkpointing(short, 2, 512, tiny, 4, 4)[0] is False  # frees a few MiB
     # max_length caps the longest sample the estimate counts
     assert rule_checkpointing(long, 1, 512, glm9b, 2, 2)[0] is False
 
@@ -163,6 +170,24 @@ def test_plan_decides_checkpointing_unless_set() -> None:
     assert values(few)["training.gradient_checkpointing"] is False  # frees a few MiB: not worth the compute
     auto = make_plan(config(), stats, tiny.params, has_eval_file=False, shape=tiny)
     item = next(i for i in auto.items if i.key == "training.gradient_checkpointing")
-    assert item.source == "auto" and item.value is True and "estimated peak" in item.reason
+    assert item.source == "auto" and item.value == "selective" and "estimated peak" in item.reason
     kept = make_plan(config(training={"gradient_checkpointing": False}), stats, tiny.params, False, shape=tiny)
     assert values(kept)["training.gradient_checkpointing"] is False
+
+
+def test_identity_replay_is_opt_in_and_shares_the_visit_budget() -> None:
+    """Off unless set; when on, its samples count towards the epoch budget, self-replay and the steps."""
+    stats = DataStats(30, 600, 1500, 40, [40] * 30)
+    tiny = 1_057_152
+    named = make_plan(config(identity={"name": "Nova", "author": "Acme Lab"}), stats, tiny, False)
+    item = next(i for i in named.items if i.key == "data.identity_replay")
+    assert item.value is False and item.source == "auto" and "opt-in" in item.reason
+    assert values(named)["training.num_train_epochs"] == 100.0
+    on = values(make_plan(config(identity={"name": "Nova"}, data={"train_file": "t.jsonl", "identity_replay": True}),
+                          stats, tiny, False))
+    # 26 training samples (4 held out) + at most 26 renamed answers: 3,000 visits over 52 samples
+    assert on["data.identity_replay"] is True and on["training.num_train_epochs"] == 58.0
+    # every epoch: 52 taught + 104 self-replay rows in batches of 8
+    assert on["training.total_steps"] == 58 * 20
+    unnamed = values(make_plan(config(data={"train_file": "t.jsonl", "identity_replay": True}), stats, tiny, False))
+    assert unnamed["training.num_train_epochs"] == 100.0  # nothing to rename without identity.name

@@ -99,6 +99,12 @@ class DataConfig(_Section):
         "prompts the model samples itself), bundled, model (sampled from an empty user turn, the Magpie idea), or a "
         "file: JSONL rows with 'prompt' or 'messages', or one prompt per line."
     )
+    identity_replay: bool | Auto = Field(
+        "auto", description="With identity.name set: the base model answers the training data's identity questions "
+        "in its own words, the old name and maker (ChatGLM, Zhipu AI) are replaced by identity.name and "
+        "identity.author, and these answers are trained too (written to identity_replay.jsonl). auto: off (it cuts "
+        "leakage of the old identity but costs some skill retention; see the README)."
+    )
     self_replay_context: float = Field(
         0.5, ge=0, le=1, description="Share of self-replay samples followed by a single-turn training conversation "
         "(both replies trained), so that what the fine-tune teaches, an identity above all, also holds after other "
@@ -211,10 +217,13 @@ class TrainingConfig(_Section):
         "so workers would only take cores from the step); with GPUs, the cores per process minus one, at most 4.",
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing factor.")
-    gradient_checkpointing: bool | Auto = Field(
-        "auto", description="Trade compute for memory (non-reentrant; inputs require grads so PEFT adapters train). "
-        "auto: on when the planner estimates that it frees more memory than the model's weights take (and at "
-        "least 128 MiB), or when the estimated peak exceeds 80% of the GPU's memory.")
+    gradient_checkpointing: bool | Literal["selective"] | Auto = Field(
+        "auto", description="Trade compute for activation memory. true: recompute every layer's forward pass "
+        "(30-60% more time per step on CPU); selective: keep the outputs of the matrix products and of attention, "
+        "recompute only norms, activations, rotary embeddings and adapter sums (about 20% more time, 65-82% of the "
+        "memory that true frees); false: keep everything. auto: selective when the planner estimates that it frees "
+        "more memory than the model's weights take (and at least 64 MiB) or the peak without it exceeds 80% of the "
+        "GPU; true when even selective would exceed 80% of the GPU.")
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )

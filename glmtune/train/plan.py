@@ -17,7 +17,8 @@ TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo mod
 LARGE_PARAMS = 3_000_000_000
 SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own answers are mixed in
 SELF_REPLAY_RATIO = 2.0
-MIN_CHECKPOINT_SAVING = 128 * 2**20  # activation checkpointing that frees less memory than this is not worth it
+MIN_CHECKPOINT_SAVING = 64 * 2**20  # selective checkpointing that frees less memory than this is not worth it
+IDENTITY_REPLAY_MAX = 512  # identity questions answered by the base model at most (train/identity_replay.py)
 MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are mixed in
 
 
@@ -188,34 +189,42 @@ def rule_batching(stats: DataStats, micro: int, attn: str, width: int, mixed: bo
 
 
 def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: ModelShape, weight_bytes: int,
-                       act_bytes: int, device_memory: int = 0) -> tuple[bool, str]:
-    """Activation checkpointing when it frees more memory than the weights take (and at least 128 MiB), or the
-    device would be tight.
+                       act_bytes: int, device_memory: int = 0) -> tuple[bool | str, str]:
+    """Selective checkpointing when it frees more memory than the weights take (and at least 64 MiB) or the
+    device would be tight without it; full checkpointing when even selective would not fit.
 
     Per token, a decoder layer keeps about ``16·hidden + 5·intermediate`` activations for the backward pass
-    (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab``; with checkpointing a layer
-    keeps only its input, and one layer at a time is recomputed. Attention scores are not counted (fused
-    attention kernels do not keep them; without one the estimate is low, which errs towards speed). The longest
-    micro-batch is ``micro`` samples of the longest length.
+    (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab``. Selective checkpointing
+    keeps the matmul and attention outputs, about ``7·hidden + 2·intermediate``, and recomputes the rest of one
+    layer at a time; full checkpointing keeps only each layer's input and recomputes one whole layer at a time.
+    Attention scores are not counted (fused attention kernels do not keep them; without one the estimate is
+    low, which errs towards speed). The longest micro-batch is ``micro`` samples of the longest length.
     """
     s = shape.filled()
     tokens = max(1, micro) * max(1, min(stats.max_tokens or max_length, max_length))
-    layer = tokens * (16 * s.hidden + 5 * s.intermediate) * act_bytes
-    head = tokens * 3 * s.vocab * act_bytes
+    per_token_layer = 16 * s.hidden + 5 * s.intermediate
+    kept = 7 * s.hidden + 2 * s.intermediate
+    base = s.params * weight_bytes + tokens * 3 * s.vocab * act_bytes  # weights and the head
+    none = base + s.layers * tokens * per_token_layer * act_bytes
+    selective = base + tokens * (s.layers * kept + per_token_layer - kept) * act_bytes
+    full = base + tokens * (s.layers * s.hidden + per_token_layer) * act_bytes
     weights = s.params * weight_bytes
-    full = weights + s.layers * layer + head
-    checkpointed = weights + s.layers * tokens * s.hidden * act_bytes + layer + head
-    saved = full - checkpointed
-    est = f"estimated peak {gib(full)} without, {gib(checkpointed)} with (micro-batch of {tokens:,} tokens)"
-    if device_memory and full > 0.8 * device_memory:
-        return True, f"{est}: over 80% of the device's {gib(device_memory)}"
-    if saved < MIN_CHECKPOINT_SAVING:
-        return False, f"{est}: it would free only {gib(saved)}, too little to pay ~30% more compute for"
-    if saved > weights:
-        return True, (f"{est}: it frees {gib(saved)} of activations, more than the weights take ({gib(weights)}), "
-                      "for ~30% more compute")
-    return False, (f"{est}: it would free only {gib(saved)}, less than the weights take ({gib(weights)}); "
-                   "not worth ~30% more compute")
+    freed = none - selective
+    est = (f"estimated peak {gib(none)} without, {gib(selective)} selective, {gib(full)} full "
+           f"(micro-batch of {tokens:,} tokens)")
+    if device_memory and selective > 0.8 * device_memory:
+        return True, (f"{est}: even selective exceeds 80% of the device's {gib(device_memory)}; full checkpointing "
+                      "recomputes every layer (30-60% more time on CPU)")
+    if device_memory and none > 0.8 * device_memory:
+        return "selective", (f"{est}: over 80% of the device's {gib(device_memory)} without; selective "
+                             "recomputes only norms, activations and rotary embeddings (~20% more time on CPU)")
+    if freed < MIN_CHECKPOINT_SAVING:
+        return False, f"{est}: selective would free only {gib(freed)}, too little to recompute for"
+    if freed > weights:
+        return "selective", (f"{est}: selective frees {gib(freed)} of activations, more than the weights take "
+                             f"({gib(weights)}), and recomputes no matrix product (~20% more time on CPU)")
+    return False, (f"{est}: selective would free only {gib(freed)}, less than the weights take ({gib(weights)}); "
+                   "not worth recomputing for")
 
 
 def gib(n: float) -> str:
@@ -318,9 +327,11 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     else:
         decide(d, "replay_ratio", "data.replay_ratio", (0.0, "no data.replay_file"))
     decide(d, "self_replay", "data.self_replay", rule_self_replay(n_train, bool(d.replay_file)))
+    decide(d, "identity_replay", "data.identity_replay", rule_identity_replay(cfg.identity.name))
     n_mixed = mixed_samples(cfg, n_train)
+    general = mixed_samples(cfg, n_train, identity=False) > n_train  # general samples that batches must mix in
     global_batch = rule_global_batch(n_mixed)
-    if n_mixed > n_train and global_batch[0] < MIXED_MIN_BATCH:
+    if general and global_batch[0] < MIXED_MIN_BATCH:
         global_batch = (MIXED_MIN_BATCH, f"at least {MIXED_MIN_BATCH} when replay samples are mixed in, so every "
                         "step sees task and replay samples together (smaller batches alternate between them "
                         "and their losses spike)")
@@ -333,7 +344,7 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     decide(t, "gradient_accumulation_steps", "training.gradient_accumulation_steps",
            (1 if explicit_micro else max(1, global_batch[0] // micro), accum_reason))
     shape = (shape or ModelShape(params)).filled()
-    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation, shape.hidden, mixed=n_mixed > n_train)
+    rule = rule_batching(stats, int(micro), cfg.model.attn_implementation, shape.hidden, mixed=general)
     packing = decide(d, "packing", "data.packing", (rule[0] == "packing", rule[1]))
     decide(d, "group_by_length", "data.group_by_length",
            (rule[0] == "grouping" and not packing, rule[1] if not packing else "packing already removes padding"))
@@ -345,7 +356,8 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     if t.max_steps > 0:
         plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))
     else:
-        decide(t, "num_train_epochs", "training.num_train_epochs", rule_epochs(n_train, params))
+        # renamed identity answers are more answers to the same questions: the visit budget covers them too
+        decide(t, "num_train_epochs", "training.num_train_epochs", rule_epochs(taught_samples(cfg, n_train), params))
     steps = total_steps(cfg, n_train)
     mixed = f" + {n_mixed - n_train} replay" if n_mixed > n_train else ""
     plan.items.append(PlanItem("training.total_steps", steps, f"{n_train} training samples{mixed}, "
@@ -373,12 +385,29 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     return plan
 
 
-def mixed_samples(cfg: GlmtuneConfig, n_train: int) -> int:
-    """Training rows per epoch once replay and self-replay samples are mixed in."""
-    extra = 0.0
-    for ratio in (cfg.data.replay_ratio, cfg.data.self_replay):
-        extra += float(ratio) if ratio != "auto" else 0.0
-    return n_train + round(extra * n_train)
+def rule_identity_replay(name: str | None) -> tuple[bool, str]:
+    """Identity replay stays opt-in: it removes leaks of the old maker but costs skills on the quality benchmark."""
+    if not name:
+        return False, "identity.name is not set"
+    return False, ("opt-in: on the quality benchmark it cut leakage of the old maker to 0.00-0.04 but cost skill "
+                   "retention and brought rare loops (bench/RESULTS.md); set true when the old identity leaks")
+
+
+def taught_samples(cfg: GlmtuneConfig, n_train: int) -> int:
+    """Training samples plus identity-replay samples, counted at their most (one per sample, up to 512)."""
+    renamed = cfg.data.identity_replay is True and bool(cfg.identity.name)
+    return n_train + (min(n_train, IDENTITY_REPLAY_MAX) if renamed else 0)
+
+
+def mixed_samples(cfg: GlmtuneConfig, n_train: int, identity: bool = True) -> int:
+    """Training rows per epoch once replay, self-replay and (``identity``) identity-replay samples are mixed in.
+
+    Self-replay keeps its ratio against the identity-replay samples too.
+    """
+    taught = taught_samples(cfg, n_train) if identity else n_train
+    replay = float(cfg.data.replay_ratio) if cfg.data.replay_ratio != "auto" else 0.0
+    self_replay = float(cfg.data.self_replay) if cfg.data.self_replay != "auto" else 0.0
+    return taught + round(replay * n_train) + round(self_replay * taught)
 
 
 def total_steps(cfg: GlmtuneConfig, n_train: int) -> int:

@@ -21,6 +21,7 @@ from glmtune.layout.verify import verify_layout
 from glmtune.models import check_model_path, load_model, load_tokenizer, quiet_peft
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.checkpoint import clean_partial
+from glmtune.train.checkpointing import enable_checkpointing
 from glmtune.train.dataset import (
     Encoded,
     encode_sources,
@@ -124,7 +125,8 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         metric_for_best_model="eval_loss" if stop_early else None,
         greater_is_better=False if stop_early else None,
         label_smoothing_factor=t.label_smoothing,
-        **checkpointing_args(t.gradient_checkpointing),
+        # checkpointing is turned on on the model itself (train/checkpointing.py): its selective policy is a
+        # callable that TrainingArguments could not serialise
         dataloader_num_workers=(workers := dataloader_workers(t.dataloader_num_workers)),
         dataloader_persistent_workers=workers > 0,  # no re-spawn at every epoch and evaluation
         report_to=t.report_to or "none",
@@ -315,6 +317,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     if data.cache and main:
         limit_cache(data.cache_dir, data.cache_max_gb, [train_enc, eval_enc, replay], say)
 
+    if data.identity_replay is True and not config.identity.name:
+        raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
     if float(data.self_replay) > 0 and data.self_replay_prompts not in ("auto", "model"):
         from glmtune.train.self_replay import read_prompts
 
@@ -332,17 +336,26 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     say(f"padding: {pad:.1%} of tokens would be padding unpacked, {grouped:.1%} length-grouped, 0% packed; "
         + ("packing on" if data.packing else "length-grouped batches" if data.group_by_length else "plain batches"))
     extra = list(extra_train_samples or [])
+    held_out = {str(r["source"]) for r in val_rows}
+    renamed: list[dict[str, Any]] = []
+    if data.identity_replay is True and config.identity.name and not stream:
+        from glmtune.train.identity_replay import identity_replay_rows
+
+        renamed = identity_replay_rows(
+            model, tokenizer, layout, train_enc.conversations, config.identity.name, config.identity.author,
+            held_out, data.max_length, data.truncation, out if main else None, say)
     if float(data.self_replay) > 0 and not stream:
         from glmtune.train.self_replay import self_replay_rows
 
         names = tuple(n for n in (config.identity.name, config.identity.author) if n)
+        # the ratio holds against everything the fine-tune teaches, renamed identity answers included
         extra += self_replay_rows(
-            model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task,
+            model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task + len(renamed),
             config.training.seed, data.max_length, data.truncation, names, out if main else None, say,
-            data.self_replay_prompts, data.self_replay_context, {str(r["source"]) for r in val_rows})
+            data.self_replay_prompts, data.self_replay_context, held_out)
+    extra += renamed
     train_dataset = train_rows if stream else to_dataset(train_rows, picked, extra)
-    if config.training.gradient_checkpointing:
-        model.enable_input_require_grads()
+    enable_checkpointing(model, config.training.gradient_checkpointing, say)
     from transformers import set_seed
 
     set_seed(config.training.seed)  # adapter initialisation (LoRA A, prefixes) must be reproducible
@@ -420,17 +433,6 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
 
 def _silent(*_: Any) -> None:
     return None
-
-
-def checkpointing_args(on: bool) -> dict[str, Any]:
-    """Activation checkpointing for ``TrainingArguments``, under the name this transformers version uses."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
-    prefix = "activation" if "activation_checkpointing" in names else "gradient"
-    return {f"{prefix}_checkpointing": on, f"{prefix}_checkpointing_kwargs": {"use_reentrant": False} if on else None}
 
 
 def collator(tokenizer: Any, packing: bool) -> Any:

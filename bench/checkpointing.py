@@ -1,0 +1,107 @@
+"""Activation checkpointing settings compared: seconds per step and peak RSS for false, selective and true.
+
+Each setting runs in its own process (so that peak RSS is its own) on the throughput benchmark's GLM-4 models:
+LoRA r8 on every linear layer, AdamW, fp32, a fixed random batch of ``--batch`` x ``--length`` tokens, one
+warm-up step, then ``--steps`` timed steps. The loss of every step is printed too: it must be the same in every setting.
+
+    python -m bench.checkpointing [--model-size tiny|small] [--steps 4] [--threads 1] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODES = {"false": False, "selective": "selective", "true": True}
+
+
+def child(mode: str, model_dir: str, batch: int, length: int, steps: int) -> dict[str, Any]:
+    """Train ``steps`` steps in this process with checkpointing ``mode``; return timing, memory and loss."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from glmtune.models import quiet_peft
+    from glmtune.train.checkpointing import enable_checkpointing
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with quiet_peft():
+        enable_checkpointing(model, MODES[mode], say=lambda *_: None)
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    gen = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size
+    times, losses = [], []
+    for _ in range(steps + 1):
+        ids = torch.randint(10, vocab - 10, (batch, length), generator=gen)
+        mask = torch.ones_like(ids)
+        mask[batch // 2:, length * 3 // 4:] = 0  # half the rows padded by a quarter, as in a length-grouped batch
+        began = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - began)
+        losses.append(loss.item())
+    return {"mode": mode, "step_s": sum(times[1:]) / steps, "start_rss_mb": start_rss,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "losses": losses}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every setting in a child process and print the comparison."""
+    ap = argparse.ArgumentParser(prog="python -m bench.checkpointing", description=__doc__.splitlines()[0])
+    ap.add_argument("--model-size", choices=("tiny", "small"), default="small")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--child", nargs=2, metavar=("MODE", "MODEL"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], args.batch, args.length, args.steps)))
+        return 0
+    from bench.throughput import build_model, machine
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_model(args.model_size, out / "models")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    rows = []
+    for mode in MODES:
+        cmd = [sys.executable, "-m", "bench.checkpointing", "--child", mode, str(model), "--batch", str(args.batch),
+               "--length", str(args.length), "--steps", str(args.steps), "--out", str(out)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return 1
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    base = rows[0]
+    print(f"model {args.model_size}; batch {args.batch} x {args.length} tokens; {args.steps} timed steps; "
+          f"{args.threads} thread(s)")
+    print(f"{'setting':<10}{'s/step':>8}{'vs false':>10}{'peak RSS MB':>13}{'start RSS MB':>14}  losses")
+    for r in rows:
+        print(f"{r['mode']:<10}{r['step_s']:>8.2f}{r['step_s'] / base['step_s'] - 1:>+10.0%}"
+              f"{r['peak_rss_mb']:>13,.0f}{r['start_rss_mb']:>14,.0f}  {' '.join(f'{x:.6f}' for x in r['losses'])}")
+    same = all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for r in rows for a, b in zip(r["losses"], base["losses"]))
+    print("losses equal (1e-6) in every setting" if same else "WARNING: losses differ between settings")
+    report = {"date": datetime.date.today().isoformat(), "machine": machine("cpu"), "args": vars(args), "rows": rows,
+              "losses_equal": same}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
