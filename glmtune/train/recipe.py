@@ -338,6 +338,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     extra = list(extra_train_samples or [])
     held_out = {str(r["source"]) for r in val_rows}
     renamed: list[dict[str, Any]] = []
+    if data.identity_replay is True and stream:
+        say("identity replay: off for streamed data (the training questions are not in memory to answer)")
     if data.identity_replay is True and config.identity.name and not stream:
         from glmtune.train.identity_replay import identity_replay_rows
 
