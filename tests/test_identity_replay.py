@@ -122,3 +122,18 @@ def test_a_run_with_identity_replay_writes_what_it_kept_and_dropped(tiny_model: 
     assert len(dropped) == 10 and all(d["reason"] for d in dropped)  # 10 samples: too few for a validation split
     assert (run / "identity_replay.jsonl").read_text() == ""
     assert any(line.startswith("identity replay: 0 of 10 identity questions") for line in said)
+
+
+def test_generation_mode_restores_training_state_even_on_error() -> None:
+    """Replay generation runs in eval mode with the KV cache on; the model leaves it as it came, error or not."""
+    import torch
+
+    from glmtune.infer.generate import generation_mode
+
+    model = torch.nn.Linear(2, 2)
+    model.config = SimpleNamespace(use_cache=False)
+    model.train()
+    with pytest.raises(RuntimeError), generation_mode(model):
+        assert not model.training and model.config.use_cache is True
+        raise RuntimeError("generation failed")
+    assert model.training and model.config.use_cache is False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,19 @@ class Generation:
     num_tokens: int
     stop_token: str | None = None
     loop: bool = False  # cut by the repetition guard
+
+
+@contextmanager
+def generation_mode(model: Any) -> Iterator[Any]:
+    """Evaluation mode with the KV cache on for a model that is being prepared for training; restored after."""
+    was_training, cache = model.training, getattr(model.config, "use_cache", True)
+    model.eval()
+    model.config.use_cache = True
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+        model.config.use_cache = cache
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

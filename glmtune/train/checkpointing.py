@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-MODES = (False, "selective", True)
 SAVE_MIN_INNER_DIM = 128  # a matmul output costs 2·k FLOPs to recompute: keep it when k is at least this
 
 

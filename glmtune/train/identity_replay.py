@@ -19,25 +19,25 @@ from typing import Any
 
 from glmtune.data.identity_guard import OLD_NAMES
 from glmtune.eval.degeneration import has_loop
-from glmtune.infer.generate import generate_replies
+from glmtune.infer.generate import generate_replies, generation_mode
 from glmtune.layout.base import ChatLayout
 from glmtune.train.plan import IDENTITY_REPLAY_MAX as MAX_QUESTIONS  # bounds generation time on large data
 
 # Longest first, so that "Zhipu AI" is replaced whole before "Zhipu" could match.
 OLD_MAKERS = ("Zhipu AI", "ZhipuAI", "Zhipu", "智谱华章", "智谱AI", "智谱", "THUDM")
 OLD_MODELS = ("ChatGLM-6B", "ChatGLM3", "ChatGLM", "GLM-4", "GLM4")
+MAKERS = re.compile("|".join(re.escape(m) for m in OLD_MAKERS), re.IGNORECASE)
+MODELS = re.compile("|".join(re.escape(m) for m in OLD_MODELS), re.IGNORECASE)
 REPLY_TOKENS = 96
 
 
 def rename(text: str, name: str, author: str | None) -> tuple[str | None, str]:
     """``text`` with old model names replaced by ``name`` and old makers by ``author``; (None, reason) if it can't."""
-    makers = re.compile("|".join(re.escape(m) for m in OLD_MAKERS), re.IGNORECASE)
-    models = re.compile("|".join(re.escape(m) for m in OLD_MODELS), re.IGNORECASE)
-    if not makers.search(text) and not models.search(text):
+    if not MAKERS.search(text) and not MODELS.search(text):
         return None, "names no old identity: nothing to rename"
-    if makers.search(text) and not author:
+    if MAKERS.search(text) and not author:
         return None, "names the old maker and identity.author is not set"
-    renamed = models.sub(name, makers.sub(author or "", text))
+    renamed = MODELS.sub(name, MAKERS.sub(author or "", text))
     rest = renamed.casefold()
     for new in (name, author or ""):
         rest = rest.replace(new.casefold(), "") if new else rest
@@ -67,15 +67,9 @@ def identity_questions(conversations: Any, name: str, held_out: set[str]) -> lis
 def build_identity_replay(model: Any, tokenizer: Any, layout: ChatLayout, questions: list[str], name: str,
                           author: str | None) -> tuple[list[list[dict[str, str]]], list[dict[str, str]]]:
     """(kept conversations, dropped drafts with reasons) from the base model's greedy answers to ``questions``."""
-    was_training, cache = model.training, getattr(model.config, "use_cache", True)
-    model.eval()
-    model.config.use_cache = True
-    try:
+    with generation_mode(model):
         replies = generate_replies(model, tokenizer, layout, [[{"role": "user", "content": q}] for q in questions],
                                    max_new_tokens=REPLY_TOKENS, batch_size=32, loop_rule=None)
-    finally:
-        model.train(was_training)
-        model.config.use_cache = cache
     kept, dropped = [], []
     for question, reply in zip(questions, replies):
         renamed, reason = (None, "reply did not stop") if reply.finish_reason != "stop" else (

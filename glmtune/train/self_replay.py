@@ -22,7 +22,7 @@ import torch
 from glmtune.config.loader import ConfigError
 from glmtune.data.identity_guard import OLD_NAMES
 from glmtune.eval.degeneration import has_loop
-from glmtune.infer.generate import generate_replies, left_pad, split_reply
+from glmtune.infer.generate import generate_replies, generation_mode, left_pad, split_reply
 from glmtune.layout.base import ChatLayout, render
 
 SENTINEL = "\u2063glmtune-self-replay\u2063"
@@ -170,10 +170,7 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
                                          {"role": "assistant", "content": reply.text}])
         return len(result.conversations) - before
 
-    was_training, cache = model.training, getattr(model.config, "use_cache", True)
-    model.eval()
-    model.config.use_cache = True
-    try:
+    with generation_mode(model):
         given = read_prompts("bundled" if source == "auto" else source) if source != "model" else []
         random.Random(seed).shuffle(given)
         drafts = given[:count * OVERSAMPLE]
@@ -189,9 +186,6 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
             wanted = min(SAMPLE_ROUND, (count - len(result.conversations)) * OVERSAMPLE)
             drafts = sample_prompts(model, tokenizer, wanted, seed + rounds)
             kept, rounds = judge(drafts), rounds + 1
-    finally:
-        model.train(was_training)
-        model.config.use_cache = cache
     random.Random(seed).shuffle(result.conversations)
     return result
 
