@@ -74,3 +74,28 @@ def test_config_takes_selective_and_names_a_bad_value(tiny_model: Path) -> None:
     assert cfg.training.gradient_checkpointing == "selective"
     with pytest.raises(ConfigError, match="training.gradient_checkpointing"):
         validate_config({**base, "training": {"gradient_checkpointing": "sometimes"}})
+
+
+def test_ptuning_never_checkpoints(tiny_model: Path, tmp_path: Path) -> None:
+    """PEFT prefix tuning refuses activation checkpointing: the plan keeps it off, an explicit value names the key."""
+    from glmtune.train.plan import DataStats, ModelShape, make_plan
+    from glmtune.train.recipe import train
+    from tests.conftest import write_jsonl
+
+    stats = DataStats(300, 60_000, 150_000, 512, [500] * 300)
+    shape = ModelShape(1_057_152, 128, 384, 4, 3000)
+    base = {"model": {"name_or_path": str(tiny_model)}, "data": {"train_file": "x.jsonl"}}
+    plan = make_plan(validate_config({**base, "peft": {"method": "ptuning"}}), stats, shape.params, False,
+                     shape=shape)
+    item = next(i for i in plan.items if i.key == "training.gradient_checkpointing")
+    assert item.value is False and "prefix tuning" in item.reason
+    lora = make_plan(validate_config(base), stats, shape.params, False, shape=shape)
+    assert next(i.value for i in lora.items if i.key == "training.gradient_checkpointing") == "selective"
+    data = write_jsonl(tmp_path / "d.jsonl", [[{"role": "user", "content": f"q{i}"},
+                                               {"role": "assistant", "content": f"a{i}"}] for i in range(8)])
+    cfg = validate_config({"model": {"name_or_path": str(tiny_model)}, "data": {"train_file": str(data)},
+                           "peft": {"method": "ptuning"},
+                           "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": [],
+                                        "gradient_checkpointing": "selective"}})
+    with pytest.raises(ConfigError, match="training.gradient_checkpointing: P-tuning"):
+        train(cfg, say=lambda *_: None)

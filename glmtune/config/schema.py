@@ -223,7 +223,8 @@ class TrainingConfig(_Section):
         "recompute only norms, activations, rotary embeddings and adapter sums (about 20% more time, 65-82% of the "
         "memory that true frees); false: keep everything. auto: selective when the planner estimates that it frees "
         "more memory than the model's weights take (and at least 64 MiB) or the peak without it exceeds 80% of the "
-        "GPU; true when even selective would exceed 80% of the GPU.")
+        "GPU; true when even selective would exceed 80% of the GPU. P-tuning (prefix tuning) cannot checkpoint: auto "
+        "is false for it and any other value is refused.")
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )

@@ -352,6 +352,8 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     # Full fine-tuning keeps fp32 weights, gradients and two AdamW moments; adapters keep frozen weights only.
     weight_bytes = 16 if full_ft else (2 if bf16 else 4)
     decide(t, "gradient_checkpointing", "training.gradient_checkpointing",
+           (False, "P-tuning v2 (PEFT prefix tuning) does not work with activation checkpointing")
+           if cfg.peft.method == "ptuning" else
            rule_checkpointing(stats, int(micro), d.max_length, shape, weight_bytes, 2 if bf16 else 4, device_memory))
     if t.max_steps > 0:
         plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))

@@ -317,6 +317,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     if data.cache and main:
         limit_cache(data.cache_dir, data.cache_max_gb, [train_enc, eval_enc, replay], say)
 
+    if config.peft.method == "ptuning" and config.training.gradient_checkpointing not in (False, "auto"):
+        raise ConfigError("training.gradient_checkpointing: P-tuning v2 (PEFT prefix tuning) does not work with "
+                          "activation checkpointing; set it to false or auto")
     if data.identity_replay is True and not config.identity.name:
         raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
     if float(data.self_replay) > 0 and data.self_replay_prompts not in ("auto", "model"):
