@@ -261,6 +261,11 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         say = _silent
     precision = resolve_precision(config.training)
     check_model_path(config.model.name_or_path)  # a wrong model path fails before anything is written
+    if config.peft.method == "ptuning" and config.training.gradient_checkpointing not in (False, "auto"):
+        raise ConfigError("training.gradient_checkpointing: P-tuning v2 (PEFT prefix tuning) does not work with "
+                          "activation checkpointing; set it to false or auto")
+    if config.data.identity_replay is True and not config.identity.name:
+        raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
     out = Path(config.training.output_dir)
     sources = [s.path for s in data_sources(config.data.train_file)] + [
         p for p in (config.data.eval_file, config.data.replay_file) if p]
@@ -317,11 +322,6 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     if data.cache and main:
         limit_cache(data.cache_dir, data.cache_max_gb, [train_enc, eval_enc, replay], say)
 
-    if config.peft.method == "ptuning" and config.training.gradient_checkpointing not in (False, "auto"):
-        raise ConfigError("training.gradient_checkpointing: P-tuning v2 (PEFT prefix tuning) does not work with "
-                          "activation checkpointing; set it to false or auto")
-    if data.identity_replay is True and not config.identity.name:
-        raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
     if float(data.self_replay) > 0 and data.self_replay_prompts not in ("auto", "model"):
         from glmtune.train.self_replay import read_prompts
 
