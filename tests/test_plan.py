@@ -191,3 +191,15 @@ def test_identity_replay_is_opt_in_and_shares_the_visit_budget() -> None:
     assert on["training.total_steps"] == 58 * 20
     unnamed = values(make_plan(config(data={"train_file": "t.jsonl", "identity_replay": True}), stats, tiny, False))
     assert unnamed["training.num_train_epochs"] == 100.0  # nothing to rename without identity.name
+
+
+def test_unlikelihood_is_opt_in_and_an_explicit_weight_is_kept() -> None:
+    """auto resolves to 0 with a reason (no old identity to unlearn without a name); a set weight stays."""
+    stats = DataStats(30, 600, 1500, 40, [40] * 30)
+    named = make_plan(config(identity={"name": "Nova"}), stats, 1_057_152, False)
+    item = next(i for i in named.items if i.key == "identity.unlikelihood")
+    assert item.value == 0.0 and item.source == "auto" and "opt-in" in item.reason
+    unnamed = next(i for i in make_plan(config(), stats, 1_057_152, False).items if i.key == "identity.unlikelihood")
+    assert unnamed.value == 0.0 and "not set" in unnamed.reason
+    on = make_plan(config(identity={"name": "Nova", "unlikelihood": 1.0}), stats, 1_057_152, False)
+    assert values(on)["identity.unlikelihood"] == 1.0

@@ -225,6 +225,12 @@ class TrainingConfig(_Section):
         "more memory than the model's weights take (and at least 64 MiB) or the peak without it exceeds 80% of the "
         "GPU; true when even selective would exceed 80% of the GPU. P-tuning (prefix tuning) cannot checkpoint: auto "
         "is false for it and any other value is refused.")
+    chunked_loss: bool | Auto = Field(
+        "auto", description="Compute the loss from the final hidden states over trained positions only, 1,024 rows "
+        "of logits at a time under checkpointing, instead of transformers' full logits tensor (tokens x vocabulary, "
+        "kept three times over: logits, softmax, gradient). Same loss and gradients. auto: on, except with FSDP "
+        "(which gathers the output layer only inside the model's own forward) and for models whose output layer is "
+        "not a plain linear layer or that cap their logits.")
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )
@@ -243,6 +249,12 @@ class IdentityConfig(_Section):
     rewrite_tool_prompt: bool | Auto = Field(
         "auto", description="Render GLM-4's tool system prompt with this identity instead of 'ChatGLM by Zhipu AI' "
         "(saved with the adapter's tokenizer). auto: on when name is set and the template has that prompt."
+    )
+    unlikelihood: NonNegativeFloat | Auto = Field(
+        "auto", description="With name set: weight of an unlikelihood term, -log(1 - p(old name)), on the old "
+        "identity's tokens (ChatGLM, Zhipu, 智谱) at every trained reply position, so that the old name loses "
+        "probability in every context the fine-tune sees (tokens the new name or author use are spared). 0 = off. "
+        "auto: off (see the README's Stability section for what it measured)."
     )
     conflicts: Literal["drop", "warn"] = Field(
         "drop", description="Training samples whose replies or system prompts name the old identity (ChatGLM, "

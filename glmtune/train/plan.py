@@ -19,6 +19,7 @@ SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own an
 SELF_REPLAY_RATIO = 2.0
 MIN_CHECKPOINT_SAVING = 64 * 2**20  # selective checkpointing that frees less memory than this is not worth it
 IDENTITY_REPLAY_MAX = 512  # identity questions answered by the base model at most (train/identity_replay.py)
+LOSS_CHUNK_TOKENS = 1024  # rows of logits alive at once with training.chunked_loss (train/chunked_loss.py)
 MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are mixed in
 
 
@@ -188,8 +189,16 @@ def rule_batching(stats: DataStats, micro: int, attn: str, width: int, mixed: bo
     return ("packing" if packed < grouped else "grouping"), compare
 
 
+def rule_chunked_loss(fsdp: str | None) -> tuple[bool, str]:
+    """The loss from hidden states, a chunk of logits at a time, unless FSDP owns the output layer."""
+    if fsdp:
+        return False, "FSDP gathers the output layer only inside the model's forward: full logits"
+    return True, (f"loss over trained positions only, {LOSS_CHUNK_TOKENS:,} rows of logits at a time: no tokens x "
+                  "vocabulary tensor (same loss and gradients)")
+
+
 def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: ModelShape, weight_bytes: int,
-                       act_bytes: int, device_memory: int = 0) -> tuple[bool | str, str]:
+                       act_bytes: int, device_memory: int = 0, head_rows: int = 0) -> tuple[bool | str, str]:
     """Selective checkpointing when it frees more memory than the weights take (and at least 64 MiB) or the
     device would be tight without it; full checkpointing when even selective would not fit.
 
@@ -204,7 +213,8 @@ def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: Mod
     tokens = max(1, micro) * max(1, min(stats.max_tokens or max_length, max_length))
     per_token_layer = 16 * s.hidden + 5 * s.intermediate
     kept = 7 * s.hidden + 2 * s.intermediate
-    base = s.params * weight_bytes + tokens * 3 * s.vocab * act_bytes  # weights and the head
+    # weights, and the head's logits, softmax and gradient (one chunk of rows with the chunked loss)
+    base = s.params * weight_bytes + min(tokens, head_rows or tokens) * 3 * s.vocab * act_bytes
     none = base + s.layers * tokens * per_token_layer * act_bytes
     selective = base + tokens * (s.layers * kept + per_token_layer - kept) * act_bytes
     full = base + tokens * (s.layers * s.hidden + per_token_layer) * act_bytes
@@ -328,6 +338,7 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
         decide(d, "replay_ratio", "data.replay_ratio", (0.0, "no data.replay_file"))
     decide(d, "self_replay", "data.self_replay", rule_self_replay(n_train, bool(d.replay_file)))
     decide(d, "identity_replay", "data.identity_replay", rule_identity_replay(cfg.identity.name))
+    decide(cfg.identity, "unlikelihood", "identity.unlikelihood", rule_unlikelihood(cfg.identity.name))
     n_mixed = mixed_samples(cfg, n_train)
     general = mixed_samples(cfg, n_train, identity=False) > n_train  # general samples that batches must mix in
     global_batch = rule_global_batch(n_mixed)
@@ -351,10 +362,12 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     full_ft = cfg.peft.method not in ("lora", "ptuning")
     # Full fine-tuning keeps fp32 weights, gradients and two AdamW moments; adapters keep frozen weights only.
     weight_bytes = 16 if full_ft else (2 if bf16 else 4)
+    chunked = decide(t, "chunked_loss", "training.chunked_loss", rule_chunked_loss(t.fsdp))
     decide(t, "gradient_checkpointing", "training.gradient_checkpointing",
            (False, "P-tuning v2 (PEFT prefix tuning) does not work with activation checkpointing")
            if cfg.peft.method == "ptuning" else
-           rule_checkpointing(stats, int(micro), d.max_length, shape, weight_bytes, 2 if bf16 else 4, device_memory))
+           rule_checkpointing(stats, int(micro), d.max_length, shape, weight_bytes, 2 if bf16 else 4, device_memory,
+                              head_rows=LOSS_CHUNK_TOKENS if chunked else 0))
     if t.max_steps > 0:
         plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))
     else:
@@ -393,6 +406,14 @@ def rule_identity_replay(name: str | None) -> tuple[bool, str]:
         return False, "identity.name is not set"
     return False, ("opt-in: on the quality benchmark it cut leakage of the old maker to 0.00-0.04 but cost skill "
                    "retention and brought rare loops (bench/RESULTS.md); set true when the old identity leaks")
+
+
+def rule_unlikelihood(name: str | None) -> tuple[float, str]:
+    """Weight of the unlikelihood term on the old identity's tokens."""
+    if not name:
+        return 0.0, "identity.name is not set: no old identity to unlearn"
+    return 0.0, ("opt-in: on the quality benchmark weight 1 cut leakage of the old identity by a third but kept "
+                 "less of the skills on noisy data (bench/RESULTS.md); set 1.0 when the old name leaks back")
 
 
 def taught_samples(cfg: GlmtuneConfig, n_train: int) -> int:

@@ -218,6 +218,33 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan, stream)
 
 
+def suppressed_ids(tokenizer: Any, config: GlmtuneConfig, say: Any) -> list[int]:
+    """The old identity's token ids for the unlikelihood term (none when it is off), minus the new identity's."""
+    from glmtune.train.unlikelihood import old_name_token_ids
+
+    identity = config.identity
+    if not identity.name or float(identity.unlikelihood) <= 0:
+        return []
+    own = {i for text in (identity.name, identity.author or "") if text
+           for i in tokenizer(text, add_special_tokens=False)["input_ids"]}
+    ids = [i for i in old_name_token_ids(tokenizer) if i not in own]
+    pieces = ", ".join(repr(tokenizer.decode([i])) for i in ids)
+    say(f"unlikelihood: weight {float(identity.unlikelihood):g} on {len(ids)} old-identity tokens ({pieces or 'none'})")
+    return ids
+
+
+def chunked_loss_on(model: Any, config: GlmtuneConfig, say: Any) -> bool:
+    """``training.chunked_loss`` as planned, unless this model cannot give its loss from hidden states."""
+    from glmtune.train.chunked_loss import supports_chunked_loss
+
+    if config.training.chunked_loss is not True:
+        return False
+    ok, why = supports_chunked_loss(model)
+    if not ok:
+        say(f"chunked loss: off ({why}); the loss uses the full logits")
+    return ok
+
+
 def save_stop_ids(base: str, stop_ids: list[int], pad_id: int | None, out: Path) -> None:
     """Write ``generation_config.json`` beside the adapter: the base's, with the layout's stop ids."""
     from transformers import GenerationConfig
@@ -266,6 +293,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
                           "activation checkpointing; set it to false or auto")
     if config.data.identity_replay is True and not config.identity.name:
         raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
+    if config.identity.unlikelihood not in ("auto", 0) and not config.identity.name:
+        raise ConfigError("identity.unlikelihood: a weight needs identity.name (the old identity is unlearned only "
+                          "when a new one is declared)")
     out = Path(config.training.output_dir)
     sources = [s.path for s in data_sources(config.data.train_file)] + [
         p for p in (config.data.eval_file, config.data.replay_file) if p]
@@ -377,6 +407,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(config.training.patience)))
     from glmtune.train.trainer import GuardedTrainer
 
+    suppress = suppressed_ids(tokenizer, config, say)
     trainer = GuardedTrainer(
         model=model,
         args=training_arguments(config, precision.bf16, precision.fp16, has_eval),
@@ -389,6 +420,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         checkpoint_files={"config.yaml": yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False,
                                                         allow_unicode=True),
                           FINGERPRINT: json.dumps(current, indent=1)},
+        suppress_ids=suppress,
+        suppress_weight=float(config.identity.unlikelihood),
+        chunked_loss=chunked_loss_on(model, config, say),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=checkpoint)

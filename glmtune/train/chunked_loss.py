@@ -1,0 +1,82 @@
+"""The language-model loss without the full logits tensor: only trained positions, a chunk at a time.
+
+transformers computes ``lm_head`` over every position of the batch and keeps the fp32 logits, their softmax for
+the backward pass and then their gradient: three tensors of tokens x vocabulary. For GLM-4's 151,552-token
+vocabulary that is 0.6 MB a token in fp32 (2.4 GB for a 4,096-token micro-batch, each), more than the
+activations of its 40 layers under checkpointing. Here the model returns its final hidden states instead
+(``logits_to_keep=1``), the positions whose label is -100 (prompts, padding) are dropped before the head, and
+the head and cross-entropy run over chunks of the rest, each under activation checkpointing, so that at most
+one chunk's logits exist at a time. The same sums give the unlikelihood term (glmtune.train.unlikelihood)
+when it is on. Loss and gradients equal the usual ones (tests/test_chunked_loss.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from glmtune.train.plan import LOSS_CHUNK_TOKENS
+
+
+def _chunk_sums(hidden: torch.Tensor, targets: torch.Tensor, head: Any, banned: torch.Tensor | None,
+                smoothing: float) -> torch.Tensor:
+    """Cross-entropy sum and unlikelihood sum of one chunk, as a 2-vector (the head runs inside)."""
+    logits = head(hidden).float()
+    ce = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=smoothing)
+    if banned is None or not len(banned):
+        return torch.stack([ce, ce.new_zeros(())])
+    keep = ~torch.isin(targets, banned)
+    chosen = logits[keep]
+    log_p = torch.logsumexp(chosen[:, banned], dim=-1) - torch.logsumexp(chosen, dim=-1)
+    ul = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+    return torch.stack([ce, ul.sum()])
+
+
+def chunked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: Any, num_items: Any = None,
+                    banned: torch.Tensor | None = None, smoothing: float = 0.0,
+                    chunk: int = LOSS_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy, unlikelihood) of next-token prediction from final hidden states ``hidden`` (B, T, H).
+
+    Both are sums over trained positions divided by ``num_items`` when given (transformers' normalisation
+    across gradient accumulation), else by the number of trained positions.
+    """
+    targets = labels[:, 1:].reshape(-1)
+    keep = targets != -100
+    rows = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
+    targets = targets[keep]
+    if banned is not None:
+        banned = banned.to(targets.device)
+    total = hidden.new_zeros(2, dtype=torch.float32)
+    for h, y in zip(rows.split(chunk), targets.split(chunk)):
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_sums, h, y, head, banned, smoothing, use_reentrant=False)
+        else:
+            total = total + _chunk_sums(h, y, head, banned, smoothing)
+    if rows.shape[0] == 0:
+        total = total + hidden.sum() * 0.0  # keep the graph when a micro-batch trains no position
+    denominator = num_items if num_items is not None else max(1, int(keep.sum()))
+    if isinstance(denominator, torch.Tensor):
+        denominator = denominator.to(total.device)
+    total = total / denominator
+    return total[0], total[1]
+
+
+def output_head(model: Any) -> Any:
+    """The model's ``lm_head``-style output layer through PEFT and DDP wrappers, or None when it has none."""
+    inner = getattr(model, "module", model)  # DDP
+    getter = getattr(inner, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return head if isinstance(head, torch.nn.Linear) else None
+
+
+def supports_chunked_loss(model: Any) -> tuple[bool, str]:
+    """Whether the loss can be computed from hidden states here, and why not when it cannot."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    if output_head(model) is None:
+        return False, "the model has no linear output layer (lm_head)"
+    if getattr(config, "final_logit_softcapping", None):
+        return False, "the model caps its logits (final_logit_softcapping), which the chunked loss does not"
+    return True, ""
