@@ -73,21 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], args.batch, args.length, args.steps)))
         return 0
-    from bench.throughput import build_model, machine
+    from bench.throughput import build_model
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.model_size, out / "models")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    rows = []
-    for mode in MODES:
-        cmd = [sys.executable, "-m", "bench.checkpointing", "--child", mode, str(model), "--batch", str(args.batch),
-               "--length", str(args.length), "--steps", str(args.steps), "--out", str(out)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
-            return 1
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = run_children("bench.checkpointing", [[mode, str(model)] for mode in MODES],
+                        ["--batch", str(args.batch), "--length", str(args.length), "--steps", str(args.steps),
+                         "--out", str(out)], args.threads)
+    if rows is None:
+        return 1
     base = rows[0]
     print(f"model {args.model_size}; batch {args.batch} x {args.length} tokens; {args.steps} timed steps; "
           f"{args.threads} thread(s)")
@@ -97,10 +92,32 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_rss_mb']:>13,.0f}{r['start_rss_mb']:>14,.0f}  {' '.join(f'{x:.6f}' for x in r['losses'])}")
     same = all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for r in rows for a, b in zip(r["losses"], base["losses"]))
     print("losses equal (1e-6) in every setting" if same else "WARNING: losses differ between settings")
-    report = {"date": datetime.date.today().isoformat(), "machine": machine("cpu"), "args": vars(args), "rows": rows,
-              "losses_equal": same}
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    write_report(out, args, rows, losses_equal=same)
     return 0 if same else 1
+
+
+def run_children(module: str, settings: list[list[str]], common: list[str], threads: int) -> list[dict] | None:
+    """Run ``python -m module --child SETTING... COMMON...`` once per setting, each in its own process (so that
+    its peak RSS is its own); return the JSON each printed last, or None after printing a failure."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    rows = []
+    for setting in settings:
+        cmd = [sys.executable, "-m", module, "--child", *setting, *common]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            return None
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def write_report(out: Path, args: argparse.Namespace, rows: list[dict], **verdict: bool) -> None:
+    """Write ``results.json``: date, machine, arguments, the rows and the verdict."""
+    from bench.throughput import machine
+
+    report = {"date": datetime.date.today().isoformat(), "machine": machine("cpu"), "args": vars(args), "rows": rows,
+              **verdict}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

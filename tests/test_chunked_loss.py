@@ -135,3 +135,15 @@ def test_prefix_tuning_gives_the_same_loss(tiny_model: Path) -> None:
                 logits_to_keep=1)
     loss, _ = chunked_lm_loss(out.hidden_states[-1], inputs["labels"], output_head(model))
     assert torch.allclose(loss, reference, atol=1e-5)
+
+
+def test_loss_head_benchmark_runs_and_finds_the_two_losses_equal(tmp_path: Path) -> None:
+    """`python -m bench.loss_head` at a small size: both settings run in their own processes and agree."""
+    import json
+
+    from bench.loss_head import main
+
+    assert main(["--tokens", "96", "--vocab", "3000", "--hidden", "32", "--steps", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["equal"] is True and [r["mode"] for r in report["rows"]] == ["full", "chunked"]
+    assert all(r["peak_rss_mb"] >= r["start_rss_mb"] > 0 for r in report["rows"])

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from glmtune.train.plan import LOSS_CHUNK_TOKENS
+from glmtune.train.unlikelihood import penalty
 
 
 def _chunk_sums(hidden: torch.Tensor, targets: torch.Tensor, head: Any, banned: torch.Tensor | None,
@@ -28,10 +29,7 @@ def _chunk_sums(hidden: torch.Tensor, targets: torch.Tensor, head: Any, banned: 
     ce = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=smoothing)
     if banned is None or not len(banned):
         return torch.stack([ce, ce.new_zeros(())])
-    keep = ~torch.isin(targets, banned)
-    chosen = logits[keep]
-    log_p = torch.logsumexp(chosen[:, banned], dim=-1) - torch.logsumexp(chosen, dim=-1)
-    ul = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+    ul = penalty(logits[~torch.isin(targets, banned)], banned)
     return torch.stack([ce, ul.sum()])
 
 

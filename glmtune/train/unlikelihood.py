@@ -41,6 +41,12 @@ def old_name_token_ids(tokenizer: Any, names: tuple[str, ...] = OLD_NAMES) -> li
     return sorted(ids)
 
 
+def penalty(rows: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+    """``-log(1 - p(banned))`` for each row of logits (N, vocab): the unlikelihood of the banned tokens."""
+    log_p = torch.logsumexp(rows[:, banned], dim=-1) - torch.logsumexp(rows, dim=-1)
+    return -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+
+
 def unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor, banned: torch.Tensor,
                       num_items: torch.Tensor | int | None = None) -> torch.Tensor:
     """Sum of ``-log(1 - p(banned))`` over trained positions (labels != -100, next-token shift), normalised like
@@ -51,8 +57,7 @@ def unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor, banned: torch.
     chosen = logits[:, :-1][keep].float()
     if chosen.numel() == 0:
         return logits.sum() * 0.0
-    log_p = torch.logsumexp(chosen[:, banned], dim=-1) - torch.logsumexp(chosen, dim=-1)
-    loss = -torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
+    loss = penalty(chosen, banned)
     denominator = num_items if num_items is not None else keep.sum()
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(loss.device)
