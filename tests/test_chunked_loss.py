@@ -78,15 +78,17 @@ def test_unlikelihood_from_chunks_equals_the_full_logits_term(tiny_model: Path) 
     assert torch.allclose(ul, unlikelihood_loss(logits, inputs["labels"], banned), atol=1e-6)
 
 
-@pytest.mark.parametrize("suppress", [False, True])
-def test_trainer_loss_is_the_same_chunked_or_not(tiny_model: Path, tmp_path: Path, suppress: bool) -> None:
-    """GuardedTrainer with chunked_loss gives the loss and gradients of the usual path, packed rows included."""
+@pytest.mark.parametrize("suppress, smoothing", [(False, 0.0), (True, 0.0), (False, 0.1)])
+def test_trainer_loss_is_the_same_chunked_or_not(tiny_model: Path, tmp_path: Path, suppress: bool,
+                                                 smoothing: float) -> None:
+    """GuardedTrainer with chunked_loss gives the loss and gradients of the usual path (transformers' label
+    smoother included), packed rows included."""
     from transformers import TrainingArguments
 
     from glmtune.train.trainer import GuardedTrainer
 
     model = lora_model(tiny_model)
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], label_smoothing_factor=smoothing)
     extra = {"suppress_ids": [285, 351], "suppress_weight": 1.5} if suppress else {}
     plain = GuardedTrainer(model=model, args=args, **extra)
     chunked = GuardedTrainer(model=model, args=args, chunked_loss=True, **extra)
