@@ -69,6 +69,7 @@ def test_unlikelihood_from_chunks_equals_the_full_logits_term(tiny_model: Path) 
     """The unlikelihood sum taken chunk by chunk equals the term computed on the full logits."""
     model = lora_model(tiny_model)
     inputs = batch(1)
+    inputs["labels"][0, 8] = 351  # a trained position whose target is itself banned: adds nothing, still counted
     banned = torch.tensor([285, 351, 7])
     with torch.no_grad():
         logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits

@@ -19,14 +19,15 @@ def test_old_name_tokens_spare_pieces_other_words_use(tiny_tokenizer) -> None:
 
 
 def test_loss_is_minus_log_one_minus_p_over_trained_positions() -> None:
-    """-log(1 - p(banned)) summed over positions whose next token is trained and not itself banned."""
+    """-log(1 - p(banned)) summed over positions whose next token is trained and not itself banned, divided by
+    the trained positions (as the cross-entropy is)."""
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 10)
     banned = torch.tensor([7, 9])
     labels = torch.tensor([[-100, 1, 2, -100], [-100, -100, 7, 3]])  # (1, 2) targets 7 itself: skipped
     probs = logits.softmax(-1)
     expected = sum(-torch.log(1 - probs[b, t, [7, 9]].sum()) for b, t in ((0, 0), (0, 1), (1, 2)))
-    assert torch.allclose(unlikelihood_loss(logits, labels, banned), expected / 3, atol=1e-6)
+    assert torch.allclose(unlikelihood_loss(logits, labels, banned), expected / 4, atol=1e-6)  # 4 trained
     assert torch.allclose(unlikelihood_loss(logits, labels, banned, num_items=6), expected / 6, atol=1e-6)
     none = torch.full((1, 4), -100)
     assert unlikelihood_loss(logits[:1], none, banned).item() == 0.0

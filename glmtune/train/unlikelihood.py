@@ -50,15 +50,16 @@ def penalty(rows: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
 def unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor, banned: torch.Tensor,
                       num_items: torch.Tensor | int | None = None) -> torch.Tensor:
     """Sum of ``-log(1 - p(banned))`` over trained positions (labels != -100, next-token shift), normalised like
-    the cross-entropy: divided by ``num_items`` when given, else averaged. Positions whose target is itself a
-    banned token are skipped, so that the term never argues with the data."""
+    the cross-entropy: divided by ``num_items`` when given, else by the number of trained positions. Positions
+    whose target is itself a banned token add nothing, so that the term never argues with the data."""
     targets = labels[:, 1:]
-    keep = (targets != -100) & ~torch.isin(targets, banned)
+    trained = targets != -100
+    keep = trained & ~torch.isin(targets, banned)
     chosen = logits[:, :-1][keep].float()
     if chosen.numel() == 0:
         return logits.sum() * 0.0
     loss = penalty(chosen, banned)
-    denominator = num_items if num_items is not None else keep.sum()
+    denominator = num_items if num_items is not None else trained.sum()
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(loss.device)
     return loss.sum() / denominator
