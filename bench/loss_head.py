@@ -41,7 +41,7 @@ def child(mode: str, tokens: int, trained: float, hidden: int, vocab: int, steps
             logits = head(h).float()
             loss = F.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
         else:
-            loss, _ = chunked_lm_loss(h, labels, head)
+            loss = chunked_lm_loss(h, labels, head).ce
         loss.backward()
         times.append(time.perf_counter() - t0)
         loss_value, checksum = float(loss), float(h.grad.abs().sum())

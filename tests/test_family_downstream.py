@@ -48,10 +48,12 @@ def runs(tiny_family: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
             write_jsonl(root / "ask.jsonl", [HI])
             cfg = validate_config({
                 "model": {"name_or_path": str(tiny_family(family))},
-                # The repeated samples are deliberate (repair would dedupe them), and self-replay is off: an
-                # untrained tiny model's own "answers" are noise this test does not need.
+                # The repeated samples are deliberate (repair would dedupe them), and self-replay and the base
+                # anchor are off: an untrained tiny model's own "answers" and distributions are noise this test
+                # does not need.
                 "data": {"train_file": [str(data), str(root / "tools.jsonl")], "self_replay": 0, "repair": False},
                 "training": {"output_dir": str(root / "run"), "max_steps": steps, "learning_rate": rate,
+                             "base_anchor": 0,
                              "per_device_train_batch_size": 8, "logging_steps": 5, "early_stopping": False,
                              "report_to": []}})
             result = train(cfg, say=lambda *_: None)

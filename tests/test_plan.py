@@ -193,13 +193,31 @@ def test_identity_replay_is_opt_in_and_shares_the_visit_budget() -> None:
     assert unnamed["training.num_train_epochs"] == 100.0  # nothing to rename without identity.name
 
 
-def test_unlikelihood_is_opt_in_and_an_explicit_weight_is_kept() -> None:
-    """auto resolves to 0 with a reason (no old identity to unlearn without a name); a set weight stays."""
+def test_unlikelihood_goes_with_a_new_name_and_the_base_anchor() -> None:
+    """auto: on (1.0) for a new identity on an anchored fine-tune; off without a name or without the anchor;
+    a set weight stays."""
     stats = DataStats(30, 600, 1500, 40, [40] * 30)
     named = make_plan(config(identity={"name": "Nova"}), stats, 1_057_152, False)
     item = next(i for i in named.items if i.key == "identity.unlikelihood")
-    assert item.value == 0.0 and item.source == "auto" and "opt-in" in item.reason
+    assert item.value == 1.0 and item.source == "auto" and "Nova" in item.reason
+    unanchored = make_plan(config(identity={"name": "Nova"}, training={"base_anchor": 0}), stats, 1_057_152, False)
+    item = next(i for i in unanchored.items if i.key == "identity.unlikelihood")
+    assert item.value == 0.0 and "base_anchor is off" in item.reason
     unnamed = next(i for i in make_plan(config(), stats, 1_057_152, False).items if i.key == "identity.unlikelihood")
     assert unnamed.value == 0.0 and "not set" in unnamed.reason
     on = make_plan(config(identity={"name": "Nova", "unlikelihood": 1.0}), stats, 1_057_152, False)
     assert values(on)["identity.unlikelihood"] == 1.0
+
+
+def test_base_anchor_is_on_for_small_adapter_runs_only() -> None:
+    """auto: weight 1 below 1,000 samples with LoRA; off for large data and for methods without an adapter."""
+    small = DataStats(30, 600, 1500, 40, [40] * 30)
+    large = DataStats(5000, 100_000, 250_000, 40, [40] * 5000)
+    tiny = 1_057_152
+    assert values(make_plan(config(), small, tiny, False))["training.base_anchor"] == 1.0
+    item = next(i for i in make_plan(config(), large, tiny, False).items if i.key == "training.base_anchor")
+    assert item.value == 0.0 and "enough data" in item.reason
+    full = next(i for i in make_plan(config(peft={"method": "full"}), small, tiny, False).items
+                if i.key == "training.base_anchor")
+    assert full.value == 0.0 and "no base model" in full.reason
+    assert values(make_plan(config(training={"base_anchor": 0.25}), large, tiny, False))["training.base_anchor"] == 0.25

@@ -231,6 +231,11 @@ class TrainingConfig(_Section):
         "kept three times over: logits, softmax, gradient). Same loss and gradients. auto: on, except with FSDP "
         "(which gathers the output layer only inside the model's own forward) and for models whose output layer is "
         "not a plain linear layer or that cap their logits.")
+    base_anchor: NonNegativeFloat | Auto = Field(
+        "auto", description="Adapters only: weight of a KL term from the base model (the adapter switched off) to "
+        "the fine-tuned one, at the trained positions where the base model's top token already equals the target, "
+        "so the fine-tune changes what the data asks for and keeps the rest of each distribution. One extra forward "
+        "pass per step without gradients. 0 = off. auto: 1.0 below 1,000 training samples with an adapter, else 0.")
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )
@@ -254,7 +259,8 @@ class IdentityConfig(_Section):
         "auto", description="With name set: weight of an unlikelihood term, -log(1 - p(old name)), on the old "
         "identity's tokens (ChatGLM, Zhipu, 智谱) at every trained reply position, so that the old name loses "
         "probability in every context the fine-tune sees (tokens the new name or author use are spared). 0 = off. "
-        "auto: off (see the README's Stability section for what it measured)."
+        "auto: 1.0 when name is set and training.base_anchor is on, else 0 (the README's Stability section has "
+        "what it measured)."
     )
     conflicts: Literal["drop", "warn"] = Field(
         "drop", description="Training samples whose replies or system prompts name the old identity (ChatGLM, "

@@ -7,59 +7,76 @@ activations of its 40 layers under checkpointing. Here the model returns its fin
 (``logits_to_keep=1``), the positions whose label is -100 (prompts, padding) are dropped before the head, and
 the head and cross-entropy run over chunks of the rest, each under activation checkpointing, so that at most
 one chunk's logits exist at a time. The same sums give the unlikelihood term (glmtune.train.unlikelihood)
-when it is on. Loss and gradients equal the usual ones (tests/test_chunked_loss.py).
+and the base anchor (glmtune.train.anchor, whose base-model logits are made per chunk too) when they are on.
+Loss and gradients equal the usual ones (tests/test_chunked_loss.py, tests/test_anchor.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from glmtune.train.anchor import anchor_kl
 from glmtune.train.plan import LOSS_CHUNK_TOKENS
 from glmtune.train.unlikelihood import penalty
 
 
+class LossParts(NamedTuple):
+    """The loss terms, each normalised like the cross-entropy."""
+
+    ce: torch.Tensor
+    unlikelihood: torch.Tensor
+    anchor: torch.Tensor
+
+
 def _chunk_sums(hidden: torch.Tensor, targets: torch.Tensor, head: Any, banned: torch.Tensor | None,
-                smoothing: float) -> torch.Tensor:
-    """Cross-entropy sum and unlikelihood sum of one chunk, as a 2-vector (the head runs inside)."""
+                smoothing: float, base_hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy, unlikelihood and anchor sums of one chunk, as a 3-vector (the head runs inside)."""
     logits = head(hidden).float()
     ce = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=smoothing)
-    if banned is None or not len(banned):
-        return torch.stack([ce, ce.new_zeros(())])
-    ul = penalty(logits[~torch.isin(targets, banned)], banned)
-    return torch.stack([ce, ul.sum()])
+    zero = ce.new_zeros(())
+    ul = zero if banned is None or not len(banned) else penalty(logits[~torch.isin(targets, banned)], banned).sum()
+    kl = zero
+    if base_hidden is not None:
+        with torch.no_grad():
+            base = head(base_hidden).float()
+        kl = anchor_kl(logits, base, targets).sum()
+    return torch.stack([ce, ul, kl])
 
 
 def chunked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: Any, num_items: Any = None,
                     banned: torch.Tensor | None = None, smoothing: float = 0.0,
-                    chunk: int = LOSS_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-entropy, unlikelihood) of next-token prediction from final hidden states ``hidden`` (B, T, H).
+                    chunk: int = LOSS_CHUNK_TOKENS, base_hidden: torch.Tensor | None = None) -> LossParts:
+    """Cross-entropy, unlikelihood and anchor terms of next-token prediction from final hidden states ``hidden``
+    (B, T, H); the anchor needs the base model's final hidden states ``base_hidden`` (else it is 0).
 
-    Both are sums over trained positions divided by ``num_items`` when given (transformers' normalisation
+    Each is a sum over trained positions divided by ``num_items`` when given (transformers' normalisation
     across gradient accumulation), else by the number of trained positions.
     """
     targets = labels[:, 1:].reshape(-1)
     keep = targets != -100
     rows = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
     targets = targets[keep]
+    base_rows = (base_hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep].split(chunk)
+                 if base_hidden is not None else [None] * len(rows.split(chunk)))
     if banned is not None:
         banned = banned.to(targets.device)
-    total = hidden.new_zeros(2, dtype=torch.float32)
-    for h, y in zip(rows.split(chunk), targets.split(chunk)):
+    total = hidden.new_zeros(3, dtype=torch.float32)
+    for h, y, b in zip(rows.split(chunk), targets.split(chunk), base_rows):
         if torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_sums, h, y, head, banned, smoothing, use_reentrant=False)
+            total = total + checkpoint(_chunk_sums, h, y, head, banned, smoothing, b, use_reentrant=False)
         else:
-            total = total + _chunk_sums(h, y, head, banned, smoothing)
+            total = total + _chunk_sums(h, y, head, banned, smoothing, b)
     if rows.shape[0] == 0:
         total = total + hidden.sum() * 0.0  # keep the graph when a micro-batch trains no position
     denominator = num_items if num_items is not None else max(1, int(keep.sum()))
     if isinstance(denominator, torch.Tensor):
         denominator = denominator.to(total.device)
     total = total / denominator
-    return total[0], total[1]
+    return LossParts(total[0], total[1], total[2])
 
 
 def output_head(model: Any) -> Any:

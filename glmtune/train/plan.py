@@ -16,6 +16,9 @@ from glmtune.config.schema import GlmtuneConfig
 TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo models)
 LARGE_PARAMS = 3_000_000_000
 SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own answers are mixed in
+ANCHOR_BELOW = 1000  # training samples under which a fine-tune is anchored to its base model
+ANCHOR_WEIGHT = 1.0  # training.base_anchor when on
+UNLIKELIHOOD_WEIGHT = 1.0  # identity.unlikelihood when on
 SELF_REPLAY_RATIO = 2.0
 MIN_CHECKPOINT_SAVING = 64 * 2**20  # selective checkpointing that frees less memory than this is not worth it
 IDENTITY_REPLAY_MAX = 512  # identity questions answered by the base model at most (train/identity_replay.py)
@@ -198,12 +201,14 @@ def rule_chunked_loss(fsdp: str | None) -> tuple[bool, str]:
 
 
 def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: ModelShape, weight_bytes: int,
-                       act_bytes: int, device_memory: int = 0, head_rows: int = 0) -> tuple[bool | str, str]:
+                       act_bytes: int, device_memory: int = 0, head_rows: int = 0,
+                       anchor: bool = False) -> tuple[bool | str, str]:
     """Selective checkpointing when it frees more memory than the weights take (and at least 64 MiB) or the
     device would be tight without it; full checkpointing when even selective would not fit.
 
     Per token, a decoder layer keeps about ``16·hidden + 5·intermediate`` activations for the backward pass
-    (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab``. Selective checkpointing
+    (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab`` (``5·vocab`` with the base
+    anchor, whose base-model logits and their log-softmax live beside the fine-tune's). Selective checkpointing
     keeps the matmul and attention outputs, about ``7·hidden + 2·intermediate``, and recomputes the rest of one
     layer at a time; full checkpointing keeps only each layer's input and recomputes one whole layer at a time.
     Attention scores are not counted (fused attention kernels do not keep them; without one the estimate is
@@ -214,7 +219,7 @@ def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: Mod
     per_token_layer = 16 * s.hidden + 5 * s.intermediate
     kept = 7 * s.hidden + 2 * s.intermediate
     # weights, and the head's logits, softmax and gradient (one chunk of rows with the chunked loss)
-    base = s.params * weight_bytes + min(tokens, head_rows or tokens) * 3 * s.vocab * act_bytes
+    base = s.params * weight_bytes + min(tokens, head_rows or tokens) * (5 if anchor else 3) * s.vocab * act_bytes
     none = base + s.layers * tokens * per_token_layer * act_bytes
     selective = base + tokens * (s.layers * kept + per_token_layer - kept) * act_bytes
     full = base + tokens * (s.layers * s.hidden + per_token_layer) * act_bytes
@@ -338,7 +343,9 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
         decide(d, "replay_ratio", "data.replay_ratio", (0.0, "no data.replay_file"))
     decide(d, "self_replay", "data.self_replay", rule_self_replay(n_train, bool(d.replay_file)))
     decide(d, "identity_replay", "data.identity_replay", rule_identity_replay(cfg.identity.name))
-    decide(cfg.identity, "unlikelihood", "identity.unlikelihood", rule_unlikelihood(cfg.identity.name))
+    anchor = decide(t, "base_anchor", "training.base_anchor", rule_base_anchor(cfg.peft.method, n_train))
+    decide(cfg.identity, "unlikelihood", "identity.unlikelihood",
+           rule_unlikelihood(cfg.identity.name, float(anchor)))
     n_mixed = mixed_samples(cfg, n_train)
     general = mixed_samples(cfg, n_train, identity=False) > n_train  # general samples that batches must mix in
     global_batch = rule_global_batch(n_mixed)
@@ -367,7 +374,7 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
            (False, "P-tuning v2 (PEFT prefix tuning) does not work with activation checkpointing")
            if cfg.peft.method == "ptuning" else
            rule_checkpointing(stats, int(micro), d.max_length, shape, weight_bytes, 2 if bf16 else 4, device_memory,
-                              head_rows=LOSS_CHUNK_TOKENS if chunked else 0))
+                              head_rows=LOSS_CHUNK_TOKENS if chunked else 0, anchor=float(anchor) > 0))
     if t.max_steps > 0:
         plan.items.append(PlanItem("training.max_steps", t.max_steps, "set in config", "config"))
     else:
@@ -408,12 +415,25 @@ def rule_identity_replay(name: str | None) -> tuple[bool, str]:
                    "retention and brought rare loops (bench/RESULTS.md); set true when the old identity leaks")
 
 
-def rule_unlikelihood(name: str | None) -> tuple[float, str]:
-    """Weight of the unlikelihood term on the old identity's tokens."""
+def rule_base_anchor(method: str, n: int) -> tuple[float, str]:
+    """Weight of the KL term that anchors a fine-tune to its base model where the data agrees with the base."""
+    if method not in ("lora", "ptuning"):
+        return 0.0, f"{method} fine-tuning keeps no base model to anchor to"
+    if n >= ANCHOR_BELOW:
+        return 0.0, f"{n} samples: enough data to keep the model general (saves a forward pass per step)"
+    return ANCHOR_WEIGHT, (f"{n} samples trained for many epochs: keep the base model's distribution wherever "
+                           "the data agrees with it (skills kept, fewer spikes: bench/RESULTS.md)")
+
+
+def rule_unlikelihood(name: str | None, anchor: float) -> tuple[float, str]:
+    """Weight of the unlikelihood term on the old identity's tokens: on with a new name and the base anchor."""
     if not name:
         return 0.0, "identity.name is not set: no old identity to unlearn"
-    return 0.0, ("opt-in: on the quality benchmark weight 1 cut leakage of the old identity by a third but kept "
-                 "less of the skills on noisy data (bench/RESULTS.md); set 1.0 when the old name leaks back")
+    if anchor <= 0:
+        return 0.0, ("training.base_anchor is off: without it the term cost skills on the quality benchmark "
+                     "(bench/RESULTS.md); set 1.0 when the old name leaks back")
+    return UNLIKELIHOOD_WEIGHT, (f"a new identity ({name}): the old names lose probability at every trained "
+                                 "position; the base anchor keeps the skills it would cost (bench/RESULTS.md)")
 
 
 def taught_samples(cfg: GlmtuneConfig, n_train: int) -> int:

@@ -296,6 +296,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     if config.identity.unlikelihood not in ("auto", 0) and not config.identity.name:
         raise ConfigError("identity.unlikelihood: a weight needs identity.name (the old identity is unlearned only "
                           "when a new one is declared)")
+    if config.training.base_anchor not in ("auto", 0) and config.peft.method not in ("lora", "ptuning"):
+        raise ConfigError(f"training.base_anchor: needs an adapter (peft.method lora or ptuning); "
+                          f"{config.peft.method} fine-tuning keeps no base model to anchor to")
     out = Path(config.training.output_dir)
     sources = [s.path for s in data_sources(config.data.train_file)] + [
         p for p in (config.data.eval_file, config.data.replay_file) if p]
@@ -423,6 +426,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         suppress_ids=suppress,
         suppress_weight=float(config.identity.unlikelihood),
         chunked_loss=chunked_loss_on(model, config, say),
+        anchor_weight=float(config.training.base_anchor),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -25,6 +25,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import SaveStrategy
 
 from glmtune.train import checkpoint as ckpt
+from glmtune.train.anchor import anchor_loss
 from glmtune.train.chunked_loss import chunked_lm_loss, output_head
 from glmtune.train.guard import GuardEvent, SpikeGuard, weights_finite
 from glmtune.train.unlikelihood import unlikelihood_loss
@@ -36,8 +37,10 @@ class GuardedTrainer(Trainer):
     def __init__(self, *args: Any, guard: SpikeGuard | None = None,
                  on_event: Callable[[dict], None] | None = None,
                  checkpoint_files: dict[str, str] | None = None, suppress_ids: list[int] | None = None,
-                 suppress_weight: float = 0.0, chunked_loss: bool = False, **kwargs: Any) -> None:
+                 suppress_weight: float = 0.0, chunked_loss: bool = False, anchor_weight: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.anchor_weight = anchor_weight  # glmtune.train.anchor: KL to the adapter-free base model
         self.chunked_loss = chunked_loss  # glmtune.train.chunked_loss: no full logits tensor
         # unlikelihood on the old identity's tokens (glmtune.train.unlikelihood); off when weight or ids are empty
         self.suppress = torch.tensor(suppress_ids or [], dtype=torch.long) if suppress_weight > 0 else None
@@ -51,29 +54,49 @@ class GuardedTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        """The language-model loss (chunked when on), plus the unlikelihood term while training when on."""
+        """The language-model loss (chunked when on), plus the unlikelihood and anchor terms while training when on."""
         labels = inputs.get("labels")
-        suppress = self.suppress is not None and len(self.suppress) > 0 and labels is not None and model.training
-        if labels is None or not (self.chunked_loss or suppress):
+        training = labels is not None and model.training
+        suppress = self.suppress is not None and len(self.suppress) > 0 and training
+        anchor = self.anchor_weight > 0 and training
+        if labels is None or not (self.chunked_loss or suppress or anchor):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        features = {k: v for k, v in inputs.items() if k != "labels"}
         if not self.chunked_loss:
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-            banned = self.suppress.to(labels.device)
-            loss = loss + self.suppress_weight * unlikelihood_loss(outputs.logits, labels, banned, num_items_in_batch)
+            if suppress:
+                banned = self.suppress.to(labels.device)
+                loss = loss + self.suppress_weight * unlikelihood_loss(outputs.logits, labels, banned,
+                                                                       num_items_in_batch)
+            if anchor:
+                base = self._base_outputs(model, features).logits
+                loss = loss + self.anchor_weight * anchor_loss(outputs.logits, base, labels, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True,
-                        logits_to_keep=1)
+        base_hidden = (self._base_outputs(model, features, output_hidden_states=True, logits_to_keep=1)
+                       .hidden_states[-1] if anchor else None)
+        outputs = model(**features, output_hidden_states=True, logits_to_keep=1)
         # normalised as transformers would: over the accumulated batch when the model takes num_items_in_batch
         items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-        ce, ul = chunked_lm_loss(outputs.hidden_states[-1], labels, output_head(model), items,
-                                 self.suppress if suppress else None, self.args.label_smoothing_factor)
+        parts = chunked_lm_loss(outputs.hidden_states[-1], labels, output_head(model), items,
+                                self.suppress if suppress else None, self.args.label_smoothing_factor,
+                                base_hidden=base_hidden)
         outputs.hidden_states = None
-        loss = ce + self.suppress_weight * ul if suppress else ce
+        loss = parts.ce
+        if suppress:
+            loss = loss + self.suppress_weight * parts.unlikelihood
+        if anchor:
+            loss = loss + self.anchor_weight * parts.anchor
         if self.args.average_tokens_across_devices and items is not None:
             # what Trainer.compute_loss does for a loss normalised over the whole accumulated batch
             scale = self.accelerator.num_processes // self.get_tp_size()
             loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
         return (loss, outputs) if return_outputs else loss
+
+    def _base_outputs(self, model: Any, features: dict[str, Any], **kwargs: Any) -> Any:
+        """The base model's outputs on ``features``: the same network with its adapter off, without gradients."""
+        adapted = self.accelerator.unwrap_model(model)
+        with torch.no_grad(), adapted.disable_adapter():
+            return model(**features, **kwargs)
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         """Run the usual step and remember its (accumulation-scaled) loss for the guard."""
