@@ -111,3 +111,34 @@ def test_anchor_without_an_adapter_is_a_config_error(tiny_model: Path, tmp_path:
                                         "base_anchor": 0.5}})
     with pytest.raises(ConfigError, match="training.base_anchor: needs an adapter"):
         train(cfg, say=lambda *_: None)
+
+
+def test_planned_anchor_is_dropped_for_a_base_that_answers_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    """An untrained base finishes no self-replay reply: the planner's anchor is switched off, with a message;
+    a weight the user set is kept."""
+    from types import SimpleNamespace
+
+    from glmtune.config.loader import validate_config
+    from glmtune.train.plan import PlanItem
+    from glmtune.train.recipe import anchor_weight, train
+    from tests.conftest import write_jsonl
+
+    convs = [[{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+             for i in range(20)]
+    cfg = validate_config({"model": {"name_or_path": str(tiny_model)},
+                           "data": {"train_file": str(write_jsonl(tmp_path / "d.jsonl", convs))},
+                           "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": []}})
+    lines: list[str] = []
+    train(cfg, say=lines.append)
+    assert any(line.startswith("self-replay: 0 of") for line in lines)
+    assert any(line.startswith("base anchor: off") for line in lines)
+
+    def plan(source: str) -> SimpleNamespace:
+        config = SimpleNamespace(training=SimpleNamespace(base_anchor=1.0))
+        return SimpleNamespace(config=config, items=[PlanItem("training.base_anchor", 1.0, "", source)])
+
+    quiet: list[str] = []
+    assert anchor_weight(plan("config"), 0, quiet.append) == 1.0  # set by the user: kept
+    assert anchor_weight(plan("auto"), None, quiet.append) == 1.0  # self-replay did not run: nothing known
+    assert anchor_weight(plan("auto"), 12, quiet.append) == 1.0
+    assert not quiet

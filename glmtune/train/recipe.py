@@ -233,6 +233,17 @@ def suppressed_ids(tokenizer: Any, config: GlmtuneConfig, say: Any) -> list[int]
     return ids
 
 
+def anchor_weight(plan: Any, replayed: int | None, say: Any) -> float:
+    """``training.base_anchor`` as planned, unless the planner chose it and self-replay found that the base model
+    answers no prompt (an untrained model, whose flat distributions there is no point keeping)."""
+    item = next((i for i in plan.items if i.key == "training.base_anchor"), None)
+    weight = float(plan.config.training.base_anchor)
+    if weight > 0 and replayed == 0 and item is not None and item.source == "auto":
+        say("base anchor: off (the base model finished no self-replay reply: not a chat model worth anchoring to)")
+        return 0.0
+    return weight
+
+
 def chunked_loss_on(model: Any, config: GlmtuneConfig, say: Any) -> bool:
     """``training.chunked_loss`` as planned, unless this model cannot give its loss from hidden states."""
     from glmtune.train.chunked_loss import supports_chunked_loss
@@ -382,15 +393,18 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         renamed = identity_replay_rows(
             model, tokenizer, layout, train_enc.conversations, config.identity.name, config.identity.author,
             held_out, data.max_length, data.truncation, out if main else None, say)
+    replayed: int | None = None  # self-replay samples the base model answered (None: self-replay not run)
     if float(data.self_replay) > 0 and not stream:
         from glmtune.train.self_replay import self_replay_rows
 
         names = tuple(n for n in (config.identity.name, config.identity.author) if n)
         # the ratio holds against everything the fine-tune teaches, renamed identity answers included
-        extra += self_replay_rows(
+        replay_rows = self_replay_rows(
             model, tokenizer, layout, float(data.self_replay), train_enc.conversations, n_task + len(renamed),
             config.training.seed, data.max_length, data.truncation, names, out if main else None, say,
             data.self_replay_prompts, data.self_replay_context, held_out)
+        replayed = len(replay_rows)
+        extra += replay_rows
     extra += renamed
     train_dataset = train_rows if stream else to_dataset(train_rows, picked, extra)
     enable_checkpointing(model, config.training.gradient_checkpointing, say)
@@ -426,7 +440,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         suppress_ids=suppress,
         suppress_weight=float(config.identity.unlikelihood),
         chunked_loss=chunked_loss_on(model, config, say),
-        anchor_weight=float(config.training.base_anchor),
+        anchor_weight=anchor_weight(plan, replayed, say),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=checkpoint)
