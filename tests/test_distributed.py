@@ -23,7 +23,8 @@ def losses(run: Path) -> list[float]:
 
 
 def write_config(tmp_path: Path, tiny_model: Path) -> Path:
-    """The shared run: 24 samples, LoRA on every linear layer, 10 steps, a loss logged at every step."""
+    """The shared run: 24 samples, LoRA on every linear layer, 10 steps, a loss logged at every step, with the base
+    anchor set (the planner would drop it for this untrained model), so its adapter-free pass runs under DDP too."""
     rows = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"answer number {i}"}]
             for i in range(24)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -32,6 +33,7 @@ def write_config(tmp_path: Path, tiny_model: Path) -> Path:
         f"model:\n  name_or_path: {tiny_model}\ndata:\n  train_file: {data}\n  max_length: 64\n  val_size: 0\n"
         "peft:\n  lora:\n    r: 4\n    alpha: 8\n    dropout: 0.0\n    target_modules: all-linear\n"
         "training:\n  max_steps: 10\n  learning_rate: 5.0e-3\n  logging_steps: 1\n  early_stopping: false\n"
+        "  base_anchor: 1.0\n"
         "  report_to: []\n"
     )
     return cfg
