@@ -13,6 +13,7 @@ Loss and gradients equal the usual ones (tests/test_chunked_loss.py, tests/test_
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import torch
@@ -61,7 +62,7 @@ def chunked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: Any, num_i
     rows = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
     targets = targets[keep]
     base_rows = (base_hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep].split(chunk)
-                 if base_hidden is not None else [None] * len(rows.split(chunk)))
+                 if base_hidden is not None else repeat(None))
     if banned is not None:
         banned = banned.to(targets.device)
     total = hidden.new_zeros(3, dtype=torch.float32)
