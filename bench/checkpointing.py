@@ -4,7 +4,7 @@ Each setting runs in its own process (so that peak RSS is its own) on the throug
 LoRA r8 on every linear layer, AdamW, fp32, a fixed random batch of ``--batch`` x ``--length`` tokens, one
 warm-up step, then ``--steps`` timed steps. The loss of every step is printed too: it must be the same in every setting.
 
-    python -m bench.checkpointing [--model-size tiny|small] [--steps 4] [--threads 1] --out DIR
+    python -m bench.checkpointing [--model-size tiny|small] [--steps 4] [--threads 1] [--lora fused|peft] --out DIR
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ from typing import Any
 MODES = {"false": False, "selective": "selective", "true": True}
 
 
-def child(mode: str, model_dir: str, batch: int, length: int, steps: int) -> dict[str, Any]:
-    """Train ``steps`` steps in this process with checkpointing ``mode``; return timing, memory and loss."""
+def child(mode: str, model_dir: str, batch: int, length: int, steps: int, lora: str = "fused") -> dict[str, Any]:
+    """Train ``steps`` steps in this process with checkpointing ``mode`` and PEFT's or glmtune's fused LoRA
+    forward (``lora``: peft or fused); return timing, memory and loss."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from glmtune.models import quiet_peft
     from glmtune.train.checkpointing import enable_checkpointing
+    from glmtune.train.fused_lora import fuse_lora
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -38,6 +40,8 @@ def child(mode: str, model_dir: str, batch: int, length: int, steps: int) -> dic
     with quiet_peft():
         enable_checkpointing(model, MODES[mode], say=lambda *_: None)
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
+    if lora == "fused":
+        fuse_lora(model)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     gen = torch.Generator().manual_seed(1)
@@ -55,7 +59,7 @@ def child(mode: str, model_dir: str, batch: int, length: int, steps: int) -> dic
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - began)
         losses.append(loss.item())
-    return {"mode": mode, "step_s": sum(times[1:]) / steps, "start_rss_mb": start_rss,
+    return {"mode": mode, "lora": lora, "step_s": sum(times[1:]) / steps, "start_rss_mb": start_rss,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "losses": losses}
 
 
@@ -68,24 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--child", nargs=2, metavar=("MODE", "MODEL"), help=argparse.SUPPRESS)
+    ap.add_argument("--lora", choices=("fused", "peft"), default="fused",
+                    help="LoRA forward: glmtune's fused one (training.fused_lora, the default) or PEFT's")
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "MODEL", "LORA"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], args.batch, args.length, args.steps)))
+        print(json.dumps(child(args.child[0], args.child[1], args.batch, args.length, args.steps, args.child[2])))
         return 0
     from bench.throughput import build_model
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(args.model_size, out / "models")
-    rows = run_children("bench.checkpointing", [[mode, str(model)] for mode in MODES],
+    rows = run_children("bench.checkpointing", [[mode, str(model), args.lora] for mode in MODES],
                         ["--batch", str(args.batch), "--length", str(args.length), "--steps", str(args.steps),
                          "--out", str(out)], args.threads)
     if rows is None:
         return 1
     base = rows[0]
     print(f"model {args.model_size}; batch {args.batch} x {args.length} tokens; {args.steps} timed steps; "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s); {args.lora} LoRA forward")
     print(f"{'setting':<10}{'s/step':>8}{'vs false':>10}{'peak RSS MB':>13}{'start RSS MB':>14}  losses")
     for r in rows:
         print(f"{r['mode']:<10}{r['step_s']:>8.2f}{r['step_s'] / base['step_s'] - 1:>+10.0%}"

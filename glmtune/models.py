@@ -10,11 +10,9 @@ from typing import Any
 
 import torch
 
-from glmtune.errors import UserError
+from glmtune.model_paths import ModelLoadError, check_model_path
 
-
-class ModelLoadError(UserError):
-    """The model or adapter cannot be loaded."""
+__all__ = ["ModelLoadError", "check_model_path", "load_model", "load_tokenizer", "load_tokenizer_for", "quiet_peft"]
 
 
 @contextlib.contextmanager
@@ -23,24 +21,6 @@ def quiet_peft() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         yield
-
-
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
-
-
-def check_model_path(name: str, what: str = "model") -> None:
-    """Fail early when a local-looking model path does not exist or lacks its config."""
-    if _looks_local(name):
-        path = Path(name).expanduser()
-        if not path.is_dir():
-            raise ModelLoadError(f"{'adapter' if what == 'adapter' else 'model'} folder not found: {name}")
-        if what == "model" and not (path / "config.json").is_file():
-            raise ModelLoadError(f"{what} folder {name} has no config.json")
-        if what == "adapter" and not (path / "adapter_config.json").is_file():
-            raise ModelLoadError(f"{what} folder {name} has no adapter_config.json")
-        if what == "tokenizer" and not (path / "tokenizer_config.json").is_file():
-            raise ModelLoadError(f"{what} folder {name} has no tokenizer_config.json")
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:

@@ -7,8 +7,8 @@ import json
 import torch
 
 from glmtune.layout import get_layout
+from glmtune.train.collate import collator
 from glmtune.train.plan import DataStats, rule_batching
-from glmtune.train.recipe import collator
 from tests.conftest import FIXTURES
 
 

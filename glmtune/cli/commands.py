@@ -10,9 +10,12 @@ from pathlib import Path
 def cmd_train(args: argparse.Namespace) -> int:
     """``glmtune train CONFIG [overrides]``."""
     from glmtune.config import load_config
-    from glmtune.train.recipe import train
+    from glmtune.train.preflight import preflight
 
     config = load_config(args.config, args.overrides)
+    preflight(config)  # config mistakes are reported before torch, transformers and peft are imported
+    from glmtune.train.recipe import train
+
     train(config, overwrite=args.overwrite, resume=args.resume, force=args.force)
     return 0
 
@@ -22,10 +25,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import sys
 
     from glmtune.config import load_config
+
+    config = load_config(args.config, args.overrides)
     from glmtune.train.plan_view import print_plan
     from glmtune.train.recipe import prepare_run
 
-    config = load_config(args.config, args.overrides)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout)

@@ -231,6 +231,12 @@ class TrainingConfig(_Section):
         "kept three times over: logits, softmax, gradient). Same loss and gradients. auto: on, except with FSDP "
         "(which gathers the output layer only inside the model's own forward) and for models whose output layer is "
         "not a plain linear layer or that cap their logits.")
+    fused_lora: bool = Field(
+        True, description="LoRA only: compute each adapted linear layer as one addmm (base output + scaled adapter "
+        "product) instead of PEFT's three full-width tensors (adapter output, scaled copy, sum), and get B's gradient "
+        "in the shape matrix libraries handle well. Same values to fp32 rounding (under bf16 autocast: rounded once, not "
+        "three times). Layers PEFT computes any other way (merged, switched off, DoRA, a bf16 base under fp32 adapters "
+        "without autocast, DeepSpeed ZeRO-3) keep PEFT's forward. false: PEFT's forward everywhere.")
     base_anchor: NonNegativeFloat | Auto = Field(
         "auto", description="Adapters only: weight of a KL term from the base model (the adapter switched off) to "
         "the fine-tuned one, at the trained positions where the base model's top token already equals the target, "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from glmtune.train.loss_norm import per_trained_token
+
 
 def anchor_kl(logits: torch.Tensor, base_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """KL(base || model) for each row (N, vocab) whose base top token equals ``targets``; other rows give 0."""
@@ -32,7 +34,4 @@ def anchor_loss(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.T
     if not bool(trained.any()):
         return logits.sum() * 0.0
     kl = anchor_kl(logits[:, :-1][trained], base_logits[:, :-1][trained], targets[trained])
-    denominator = num_items if num_items is not None else trained.sum()
-    if isinstance(denominator, torch.Tensor):
-        denominator = denominator.to(kl.device)
-    return kl.sum() / denominator
+    return per_trained_token(kl.sum(), trained.sum(), num_items)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from glmtune.train.anchor import anchor_kl
+from glmtune.train.loss_norm import per_trained_token
 from glmtune.train.plan import LOSS_CHUNK_TOKENS
 from glmtune.train.unlikelihood import penalty
 
@@ -73,10 +74,7 @@ def chunked_lm_loss(hidden: torch.Tensor, labels: torch.Tensor, head: Any, num_i
             total = total + _chunk_sums(h, y, head, banned, smoothing, b)
     if rows.shape[0] == 0:
         total = total + hidden.sum() * 0.0  # keep the graph when a micro-batch trains no position
-    denominator = num_items if num_items is not None else max(1, int(keep.sum()))
-    if isinstance(denominator, torch.Tensor):
-        denominator = denominator.to(total.device)
-    total = total / denominator
+    total = per_trained_token(total, keep.sum().clamp(min=1), num_items)
     return LossParts(total[0], total[1], total[2])
 
 

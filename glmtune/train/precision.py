@@ -8,12 +8,7 @@ import torch
 
 from glmtune.config.schema import TrainingConfig
 from glmtune.errors import UserError
-
-FP16_REFUSAL = (
-    "training.fp16: true is refused: GLM models overflow in fp16 (the loss turns NaN or sticks at 0; "
-    "GLM-4 #96, #234). The GLM team trains in bfloat16. Use training.bf16: auto (bf16 on a GPU that "
-    "supports it, else fp32), or set training.allow_fp16: true if you really know better."
-)
+from glmtune.train.preflight import FP16_REFUSAL
 
 
 @dataclass

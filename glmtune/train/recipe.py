@@ -18,10 +18,11 @@ from glmtune.data.train_clean import CleanSettings
 from glmtune.layout import get_layout
 from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
-from glmtune.models import check_model_path, load_model, load_tokenizer, quiet_peft
+from glmtune.models import load_model, load_tokenizer, quiet_peft
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.checkpoint import clean_partial
 from glmtune.train.checkpointing import enable_checkpointing
+from glmtune.train.collate import collator
 from glmtune.train.dataset import (
     Encoded,
     encode_sources,
@@ -43,6 +44,7 @@ from glmtune.train.hygiene import (
 from glmtune.train.plan import DataStats, Plan, PlanItem, make_plan, model_shape
 from glmtune.train.plan_view import print_plan
 from glmtune.train.precision import resolve_precision
+from glmtune.train.preflight import preflight
 from glmtune.train.stream import StreamedData, check_streaming, resolve_streaming
 
 
@@ -297,19 +299,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun/accelerate only rank 0 writes files
     if not main:
         say = _silent
+    preflight(config)
     precision = resolve_precision(config.training)
-    check_model_path(config.model.name_or_path)  # a wrong model path fails before anything is written
-    if config.peft.method == "ptuning" and config.training.gradient_checkpointing not in (False, "auto"):
-        raise ConfigError("training.gradient_checkpointing: P-tuning v2 (PEFT prefix tuning) does not work with "
-                          "activation checkpointing; set it to false or auto")
-    if config.data.identity_replay is True and not config.identity.name:
-        raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
-    if config.identity.unlikelihood not in ("auto", 0) and not config.identity.name:
-        raise ConfigError("identity.unlikelihood: a weight needs identity.name (the old identity is unlearned only "
-                          "when a new one is declared)")
-    if config.training.base_anchor not in ("auto", 0) and config.peft.method not in ("lora", "ptuning"):
-        raise ConfigError(f"training.base_anchor: needs an adapter (peft.method lora or ptuning); "
-                          f"{config.peft.method} fine-tuning keeps no base model to anchor to")
     out = Path(config.training.output_dir)
     sources = [s.path for s in data_sources(config.data.train_file)] + [
         p for p in (config.data.eval_file, config.data.replay_file) if p]
@@ -413,6 +404,10 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     set_seed(config.training.seed)  # adapter initialisation (LoRA A, prefixes) must be reproducible
     with quiet_peft():
         model = apply_method(model, config)
+    if config.peft.method == "lora" and config.training.fused_lora:
+        from glmtune.train.fused_lora import fuse_lora
+
+        say(f"fused LoRA: {fuse_lora(model)} linear layers (training.fused_lora)")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
@@ -441,6 +436,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         suppress_weight=float(config.identity.unlikelihood),
         chunked_loss=chunked_loss_on(model, config, say),
         anchor_weight=anchor_weight(plan, replayed, say),
+        causal_padding=mask_free(model, bool(data.packing)),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -492,13 +488,10 @@ def _silent(*_: Any) -> None:
     return None
 
 
-def collator(tokenizer: Any, packing: bool) -> Any:
-    """Padding collator, or the flattening collator that packs a micro-batch into one padding-free row."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
-
-    if packing:
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+def mask_free(model: Any, packing: bool) -> bool:
+    """Whether right-padded batches go through the model without their padding mask (glmtune.train.collate):
+    with SDPA or eager attention; flash-attention uses the mask to skip the pads, and packed rows have none."""
+    return not packing and "flash" not in str(getattr(model.config, "_attn_implementation", ""))
 
 
 def best_checkpoint(state: Any) -> tuple[int | None, float | None]:

@@ -38,8 +38,10 @@ class GuardedTrainer(Trainer):
                  on_event: Callable[[dict], None] | None = None,
                  checkpoint_files: dict[str, str] | None = None, suppress_ids: list[int] | None = None,
                  suppress_weight: float = 0.0, chunked_loss: bool = False, anchor_weight: float = 0.0,
-                 **kwargs: Any) -> None:
+                 causal_padding: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # right-padded batches (glmtune.train.collate): the padding mask is counted, then left out of the forward
+        self.causal_padding = causal_padding
         self.anchor_weight = anchor_weight  # glmtune.train.anchor: KL to the adapter-free base model
         self.chunked_loss = chunked_loss  # glmtune.train.chunked_loss: no full logits tensor
         # unlikelihood on the old identity's tokens (glmtune.train.unlikelihood); off when weight or ids are empty
@@ -55,6 +57,8 @@ class GuardedTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         """The language-model loss (chunked when on), plus the unlikelihood and anchor terms while training when on."""
+        if self.causal_padding:
+            inputs = {k: v for k, v in inputs.items() if k != "attention_mask"}
         labels = inputs.get("labels")
         training = labels is not None and model.training
         suppress = self.suppress is not None and len(self.suppress) > 0 and training

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from glmtune.data.identity_guard import OLD_NAMES
+from glmtune.train.loss_norm import per_trained_token
 
 MIN_PIECE = 3  # shorter Latin pieces ("G", "LM", "Zh") also spell other words
 
@@ -58,8 +59,4 @@ def unlikelihood_loss(logits: torch.Tensor, labels: torch.Tensor, banned: torch.
     chosen = logits[:, :-1][keep].float()
     if chosen.numel() == 0:
         return logits.sum() * 0.0
-    loss = penalty(chosen, banned)
-    denominator = num_items if num_items is not None else trained.sum()
-    if isinstance(denominator, torch.Tensor):
-        denominator = denominator.to(loss.device)
-    return loss.sum() / denominator
+    return per_trained_token(penalty(chosen, banned).sum(), trained.sum(), num_items)
