@@ -21,15 +21,12 @@ class RightPadCollator:
     returned for the Trainer's count of non-padding tokens; ``GuardedTrainer(causal_padding=True)`` leaves it
     out of the forward pass."""
 
-    def __init__(self, pad_id: int, multiple_of: int | None = None) -> None:
+    def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
-        self.multiple_of = multiple_of
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """One batch from tokenised samples (``input_ids``, ``labels``)."""
         width = max(len(f["input_ids"]) for f in features)
-        if self.multiple_of:
-            width = -(-width // self.multiple_of) * self.multiple_of
         ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(features), width), -100, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
