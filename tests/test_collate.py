@@ -66,7 +66,7 @@ def test_mask_is_left_out_only_where_it_hides_nothing() -> None:
     """SDPA and eager drop it for padded batches; flash-attention keeps it (to skip pads); packed rows have none."""
     from types import SimpleNamespace
 
-    from glmtune.train.recipe import mask_free
+    from glmtune.train.collate import mask_free
 
     def model(attn: str) -> SimpleNamespace:
         return SimpleNamespace(config=SimpleNamespace(_attn_implementation=attn))

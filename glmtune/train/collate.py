@@ -46,3 +46,9 @@ def collator(tokenizer: Any, packing: bool) -> Any:
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return RightPadCollator(int(pad_id))
+
+
+def mask_free(model: Any, packing: bool) -> bool:
+    """Whether right-padded batches go through the model without their padding mask (glmtune.train.collate):
+    with SDPA or eager attention; flash-attention uses the mask to skip the pads, and packed rows have none."""
+    return not packing and "flash" not in str(getattr(model.config, "_attn_implementation", ""))

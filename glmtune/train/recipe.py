@@ -22,7 +22,7 @@ from glmtune.models import load_model, load_tokenizer, quiet_peft
 from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from glmtune.train.checkpoint import clean_partial
 from glmtune.train.checkpointing import enable_checkpointing
-from glmtune.train.collate import collator
+from glmtune.train.collate import collator, mask_free
 from glmtune.train.dataset import (
     Encoded,
     encode_sources,
@@ -486,12 +486,6 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
 
 def _silent(*_: Any) -> None:
     return None
-
-
-def mask_free(model: Any, packing: bool) -> bool:
-    """Whether right-padded batches go through the model without their padding mask (glmtune.train.collate):
-    with SDPA or eager attention; flash-attention uses the mask to skip the pads, and packed rows have none."""
-    return not packing and "flash" not in str(getattr(model.config, "_attn_implementation", ""))
 
 
 def best_checkpoint(state: Any) -> tuple[int | None, float | None]:
