@@ -1,8 +1,10 @@
-"""glmtune's fused LoRA forward (``training.fused_lora``) against PEFT's: seconds per step and peak RSS.
+"""glmtune's fused layers against PEFT's and transformers' own forwards: seconds per step and peak RSS.
 
+Three forwards: ``peft`` (PEFT's LoRA layer, transformers' RMSNorm and rotary), ``fused`` (glmtune's fused LoRA
+layer, ``training.fused_lora``) and ``all`` (that plus ``training.fused_norm_rotary``: glmtune's defaults).
 Same training step as ``bench.checkpointing`` (LoRA r8 on every linear layer, AdamW, fp32, a fixed random batch),
-each setting in its own process, PEFT and fused alternating ``--rounds`` times so that a noisy machine hits both
-alike; the best round of each is reported. The losses of every step must be equal in both.
+each setting in its own process, the forwards alternating ``--rounds`` times so that a noisy machine hits them
+alike; the best round of each is reported. The losses of every step must be equal in all.
 
     python -m bench.fused_lora [--model-size tiny|small] [--modes false selective] [--steps 3] [--rounds 2] --out DIR
 """
@@ -15,9 +17,11 @@ from pathlib import Path
 
 from bench.checkpointing import MODES, run_children, write_report
 
+FORWARDS = ("peft", "fused", "all")
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Run PEFT's and the fused forward under each checkpointing mode and print the comparison."""
+    """Run each forward under each checkpointing mode and print the comparison."""
     ap = argparse.ArgumentParser(prog="python -m bench.fused_lora", description=__doc__.splitlines()[0])
     ap.add_argument("--model-size", choices=("tiny", "small"), default="small")
     ap.add_argument("--modes", nargs="+", choices=tuple(MODES), default=["false", "selective"])
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     model = str(build_model(args.model_size, out / "models"))
-    settings = [[mode, model, lora] for _ in range(args.rounds) for mode in args.modes for lora in ("peft", "fused")]
+    settings = [[mode, model, lora] for _ in range(args.rounds) for mode in args.modes for lora in FORWARDS]
     rows = run_children("bench.checkpointing", settings,
                         ["--batch", str(args.batch), "--length", str(args.length), "--steps", str(args.steps),
                          "--out", str(out)], args.threads)
@@ -46,17 +50,17 @@ def main(argv: list[str] | None = None) -> int:
             best[key] = r
     print(f"model {args.model_size}; batch {args.batch} x {args.length} tokens; {args.steps} timed steps; "
           f"best of {args.rounds} rounds; {args.threads} thread(s)")
-    print(f"{'checkpointing':<14}{'LoRA':<7}{'s/step':>8}{'vs PEFT':>9}{'peak RSS MB':>13}  every round's s/step")
+    print(f"{'checkpointing':<14}{'forward':<8}{'s/step':>8}{'vs PEFT':>9}{'peak RSS MB':>13}  every round's s/step")
     same = True
     for mode in args.modes:
         peft = best[(mode, "peft")]
-        for lora in ("peft", "fused"):
+        for lora in FORWARDS:
             r = best[(mode, lora)]
             rounds = " ".join(f"{x['step_s']:.2f}" for x in rows if (x["mode"], x["lora"]) == (mode, lora))
-            print(f"{mode:<14}{lora:<7}{r['step_s']:>8.2f}{r['step_s'] / peft['step_s'] - 1:>+9.0%}"
+            print(f"{mode:<14}{lora:<8}{r['step_s']:>8.2f}{r['step_s'] / peft['step_s'] - 1:>+9.0%}"
                   f"{r['peak_rss_mb']:>13,.0f}  {rounds}")
             same &= all(abs(a - b) <= 1e-5 * max(1.0, abs(b)) for a, b in zip(r["losses"], peft["losses"]))
-    print("losses equal (1e-5) with both forwards" if same else "WARNING: losses differ between the forwards")
+    print("losses equal (1e-5) with every forward" if same else "WARNING: losses differ between the forwards")
     write_report(out, args, rows, losses_equal=same)
     return 0 if same else 1
 

@@ -44,11 +44,18 @@ def loss_and_grads(model, seed: int = 0) -> tuple[float, dict[str, torch.Tensor]
     return loss.item(), grads
 
 
-def fused_path_taken(model, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the first LoRA layer's output came out of one addmm (the fused path) rather than PEFT's add."""
+def fused_path(model, dtype: torch.dtype = torch.float32) -> str | None:
+    """How the first LoRA layer's output came out: "op" (glmtune::lora_linear), "addmm" (one addmm, the path
+    under autocast) or None (PEFT's add)."""
     layer = next(m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
     out = layer(torch.randn(2, 5, layer.base_layer.in_features, dtype=dtype, requires_grad=True))
-    return out.grad_fn.next_functions[0][0].name() == "AddmmBackward0"
+    name = out.grad_fn.next_functions[0][0].name()
+    return "op" if "lora_linear" in name else "addmm" if name == "AddmmBackward0" else None
+
+
+def fused_path_taken(model, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the first LoRA layer took a fused path rather than PEFT's add."""
+    return fused_path(model, dtype) is not None
 
 
 def assert_same(a: tuple[float, dict], b: tuple[float, dict], tol: float = 1e-5) -> None:
@@ -67,7 +74,7 @@ def test_loss_and_gradients_equal_peft(tiny_model: Path, checkpointing: bool | s
     expected = loss_and_grads(model)
     assert not fused_path_taken(model)
     fused = fuse_lora(model)
-    assert fused_path_taken(model)
+    assert fused_path(model) == "op"
     assert fused == sum(type(m).__name__ == "Linear" and hasattr(m, "lora_A") for m in model.modules()) > 0
     assert_same(loss_and_grads(model), expected)
 
@@ -105,7 +112,7 @@ def test_bf16_autocast_is_as_close_to_fp32_as_peft(tiny_model: Path) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         peft = loss_and_grads(model)
         fuse_lora(model)
-        assert fused_path_taken(model, torch.bfloat16)
+        assert fused_path(model, torch.bfloat16) == "addmm"
         fused = loss_and_grads(model)
 
     def error(got: tuple[float, dict]) -> float:
@@ -129,23 +136,37 @@ def test_mixed_dtypes_use_pefts_path(tiny_model: Path) -> None:
     assert not fused_path_taken(model, torch.bfloat16)
 
 
-def test_training_fuses_lora_and_says_so(tiny_model: Path, tmp_path: Path) -> None:
-    """A LoRA run says how many layers it fused; ``training.fused_lora: false`` keeps PEFT's forward, same loss."""
-    from glmtune.config.loader import validate_config
-    from glmtune.train.recipe import train
-    from tests.conftest import write_jsonl
+@pytest.mark.parametrize(("bias", "dropped"), [(True, False), (False, True)])
+def test_operator_gradients_match_finite_differences(bias: bool, dropped: bool) -> None:
+    """glmtune::lora_linear's hand-written backward passes gradcheck (fp64), with and without a bias, with the
+    adapter's input the layer's own or a separate (dropped-out) tensor."""
+    from glmtune.train.fused_lora import lora_linear
 
-    convs = [[{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
-             for i in range(8)]
-    data = write_jsonl(tmp_path / "d.jsonl", convs)
-    said: dict[bool, list[str]] = {}
-    losses = {}
-    for fused in (True, False):
-        said[fused] = []
-        cfg = validate_config({"model": {"name_or_path": str(tiny_model)}, "data": {"train_file": str(data)},
-                               "training": {"output_dir": str(tmp_path / f"run-{fused}"), "max_steps": 2,
-                                            "report_to": [], "fused_lora": fused}})
-        losses[fused] = train(cfg, say=said[fused].append).final_loss
-    assert any(line.startswith("fused LoRA: 24 linear layers") for line in said[True]), said[True]
-    assert not any(line.startswith("fused LoRA") for line in said[False])
-    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int, grad: bool = True) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(grad)
+
+    x, weight, a, b = rand(6, 5), rand(7, 5), rand(3, 5), rand(7, 3)
+    extra = rand(7) if bias else None
+    x_dropped = rand(6, 5) if dropped else None
+
+    def layer(x, weight, a, b, *rest):  # noqa: ANN001, ANN202
+        return lora_linear(x, x if x_dropped is None else rest[-1], weight, rest[0] if bias else None, a, b, 1.5)[0]
+
+    inputs = (x, weight, a, b, *([extra] if bias else []), *([x_dropped] if dropped else []))
+    expected = x @ weight.t() + 1.5 * ((x if x_dropped is None else x_dropped) @ a.t()) @ b.t()
+    if bias:
+        expected = expected + extra
+    assert torch.allclose(layer(*inputs), expected)
+    assert torch.autograd.gradcheck(layer, inputs)
+
+
+def test_selective_checkpointing_keeps_the_operator_output() -> None:
+    """Selective checkpointing keeps the fused layer's output, so its backward never reruns the base product."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    from glmtune.train.checkpointing import selective_policy
+    from glmtune.train.fused_lora import LORA_LINEAR
+
+    assert selective_policy(None, LORA_LINEAR) == CheckpointPolicy.MUST_SAVE

@@ -237,6 +237,13 @@ class TrainingConfig(_Section):
         "in the shape matrix libraries handle well. Same values to fp32 rounding (under bf16 autocast: rounded once, not "
         "three times). Layers PEFT computes any other way (merged, switched off, DoRA, a bf16 base under fp32 adapters "
         "without autocast, DeepSpeed ZeRO-3) keep PEFT's forward. false: PEFT's forward everywhere.")
+    fused_norm_rotary: bool = Field(
+        True, description="RMSNorm layers (GLM, GLM-4, Llama, Qwen2, Qwen3) get a closed-form backward pass (four "
+        "passes over the activations instead of about ten, no gradient for a frozen norm weight), and GLM/GLM-4 "
+        "rotate queries and keys by one complex multiplication instead of transformers' slices, stack and sums. "
+        "Same outputs; gradients equal to fp32 rounding. fp16/bf16 queries keep transformers' rotary; with "
+        "training.torch_compile the compiler fuses these operations itself and this option stands aside. false: "
+        "transformers' own norm and rotary code.")
     base_anchor: NonNegativeFloat | Auto = Field(
         "auto", description="Adapters only: weight of a KL term from the base model (the adapter switched off) to "
         "the fine-tuned one, at the trained positions where the base model's top token already equals the target, "

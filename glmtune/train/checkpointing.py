@@ -1,13 +1,15 @@
 """Activation checkpointing: full (recompute every layer) or selective (recompute only the cheap operations).
 
 Selective checkpointing uses torch's own selective activation checkpointing
-(``torch.utils.checkpoint.create_selective_checkpoint_contexts``) through the ``context_fn`` of the
-non-reentrant checkpoint that transformers wraps around each decoder layer. A policy decides, operation by
-operation, what the forward pass keeps: the outputs of matrix products with a wide inner dimension and of the
-attention kernel are kept, since they cost many FLOPs per stored value; norms, activations, rotary embeddings,
-residual adds and the thin LoRA ``B`` products are recomputed during the backward pass. No matrix product of the
-base model runs twice: on CPU a step cost 20-24% more than without checkpointing, against 31-60% for full
-checkpointing, and freed 65-82% of the memory that full checkpointing frees (``python -m bench.checkpointing``).
+(``torch.utils.checkpoint.create_selective_checkpoint_contexts``) through the ``context_fn`` of the non-reentrant
+checkpoint that transformers wraps around each decoder layer. A policy decides, operation by operation, what the
+forward pass keeps: the outputs of matrix products with a wide inner dimension and of the attention kernel are
+kept, since they cost many FLOPs per stored value; norms, activations, rotary embeddings, residual adds and the
+thin LoRA ``B`` products are recomputed during the backward pass; glmtune's fused LoRA layer
+(``glmtune::lora_linear``, a base matrix product with the adapter added in) is kept like a matrix product. No
+matrix product of the base model runs twice: on CPU a step cost 20-24% more than without checkpointing, against
+31-60% for full checkpointing, and freed 65-82% of the memory that full checkpointing frees (``python -m
+bench.checkpointing``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import warnings
 from typing import Any
 
 import torch
+
+from glmtune.train.fused_lora import LORA_LINEAR
 
 SAVE_MIN_INNER_DIM = 128  # a matmul output costs 2·k FLOPs to recompute: keep it when k is at least this
 
@@ -31,7 +35,7 @@ def selective_policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
     from torch.utils.checkpoint import CheckpointPolicy
 
     aten = torch.ops.aten
-    if _is_attention(func):
+    if _is_attention(func) or func is LORA_LINEAR:
         return CheckpointPolicy.MUST_SAVE
     if func in (aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default):
         left = args[1] if func in (aten.addmm.default, aten.baddbmm.default) else args[0]

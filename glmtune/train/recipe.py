@@ -31,6 +31,7 @@ from glmtune.train.dataset import (
     split_validation,
     to_dataset,
 )
+from glmtune.train.fusions import apply_fusions
 from glmtune.train.guard import SpikeGuard
 from glmtune.train.hygiene import (
     FINGERPRINT,
@@ -404,10 +405,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     set_seed(config.training.seed)  # adapter initialisation (LoRA A, prefixes) must be reproducible
     with quiet_peft():
         model = apply_method(model, config)
-    if config.peft.method == "lora" and config.training.fused_lora:
-        from glmtune.train.fused_lora import fuse_lora
-
-        say(f"fused LoRA: {fuse_lora(model)} linear layers (training.fused_lora)")
+    fused = apply_fusions(model, config, say)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
@@ -439,7 +437,8 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         causal_padding=mask_free(model, bool(data.packing)),
     )
     trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with fused:
+        trainer.train(resume_from_checkpoint=checkpoint)
     trainer.final_check()
 
     best_step, best_loss = best_checkpoint(trainer.state)
