@@ -66,8 +66,10 @@ def test_a_few_steps_train_and_predict_stops_on_the_family_token(family_model, t
 
     family, path = family_model
     data = write_jsonl(tmp_path / "d.jsonl", [CONVERSATIONS[0]] * 16)
-    # Qwen3's empty think block is a run of newlines that a fast rate collapses onto ("\n" forever)
-    steps, rate = (60, 5e-3) if family == "qwen3" else (30, 1e-2)
+    # a gentle rate: at 1e-2 the loss of these random tiny models jumps about after a few steps, and whether the
+    # reply stops comes down to rounding (a rounding-level change of the norm's backward flipped glm4 and
+    # glm4-0414); Qwen3's empty think block is a run of newlines that a fast rate collapses onto ("\n" forever)
+    steps, rate = 60, 5e-3
     # repeated samples on purpose (no dedupe), no self-replay from an untrained model
     cfg = validate_config({"model": {"name_or_path": str(path)},
                            "data": {"train_file": str(data), "repair": False, "self_replay": 0},
