@@ -4,7 +4,7 @@ Each setting runs in its own process (so that peak RSS is its own) on the throug
 LoRA r8 on every linear layer, AdamW, fp32, a fixed random batch of ``--batch`` x ``--length`` tokens, one
 warm-up step, then ``--steps`` timed steps. The loss of every step is printed too: it must be the same in every setting.
 
-    python -m bench.checkpointing [--model-size tiny|small] [--steps 4] [--threads 1] [--lora all|fused|peft] --out DIR
+    python -m bench.checkpointing [--model-size tiny|small] [--steps 4] [--threads 1] [--lora fused|peft] --out DIR
 """
 
 from __future__ import annotations
@@ -23,12 +23,9 @@ from typing import Any
 MODES = {"false": False, "selective": "selective", "true": True}
 
 
-def child(mode: str, model_dir: str, batch: int, length: int, steps: int, lora: str = "all") -> dict[str, Any]:
+def child(mode: str, model_dir: str, batch: int, length: int, steps: int, lora: str = "fused") -> dict[str, Any]:
     """Train ``steps`` steps in this process with checkpointing ``mode`` and ``lora``: peft (PEFT's and
-    transformers' own forwards), fused (glmtune's fused LoRA layer) or all (that, fused norms and the complex
-    rotary: glmtune's defaults); return timing, memory and loss."""
-    import contextlib
-
+    transformers' own forwards) or fused (glmtune's fused LoRA layer: the default); return timing, memory and loss."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -36,8 +33,6 @@ def child(mode: str, model_dir: str, batch: int, length: int, steps: int, lora: 
     from glmtune.models import quiet_peft
     from glmtune.train.checkpointing import enable_checkpointing
     from glmtune.train.fused_lora import fuse_lora
-    from glmtune.train.fused_norm import fuse_norms
-    from glmtune.train.fused_rotary import fused_rotary
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -45,28 +40,25 @@ def child(mode: str, model_dir: str, batch: int, length: int, steps: int, lora: 
     with quiet_peft():
         enable_checkpointing(model, MODES[mode], say=lambda *_: None)
         model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
-    if lora in ("fused", "all"):
+    if lora == "fused":
         fuse_lora(model)
-    if lora == "all":
-        fuse_norms(model)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     gen = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size
     times, losses = [], []
-    with fused_rotary() if lora == "all" else contextlib.nullcontext():  # backward recomputes: keep it inside
-        for _ in range(steps + 1):
-            ids = torch.randint(10, vocab - 10, (batch, length), generator=gen)
-            mask = torch.ones_like(ids)
-            mask[batch // 2:, length * 3 // 4:] = 0  # half the rows padded by a quarter, as in a grouped batch
-            began = time.perf_counter()
-            loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            times.append(time.perf_counter() - began)
-            losses.append(loss.item())
+    for _ in range(steps + 1):
+        ids = torch.randint(10, vocab - 10, (batch, length), generator=gen)
+        mask = torch.ones_like(ids)
+        mask[batch // 2:, length * 3 // 4:] = 0  # half the rows padded by a quarter, as in a grouped batch
+        began = time.perf_counter()
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - began)
+        losses.append(loss.item())
     return {"mode": mode, "lora": lora, "step_s": sum(times[1:]) / steps, "start_rss_mb": start_rss,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "losses": losses}
 
@@ -80,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--lora", choices=("all", "fused", "peft"), default="all",
-                    help="all: glmtune's defaults (fused LoRA layer, fused norms, complex rotary); fused: the fused "
-                    "LoRA layer only; peft: PEFT's and transformers' own forwards")
+    ap.add_argument("--lora", choices=("fused", "peft"), default="fused",
+                    help="fused: glmtune's fused LoRA layer (the default); peft: PEFT's and transformers' own forwards")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "MODEL", "LORA"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:

@@ -1,7 +1,6 @@
 """glmtune's fused layers against PEFT's and transformers' own forwards: seconds per step and peak RSS.
 
-Three forwards: ``peft`` (PEFT's LoRA layer, transformers' RMSNorm and rotary), ``fused`` (glmtune's fused LoRA
-layer, ``training.fused_lora``) and ``all`` (that plus ``training.fused_norm_rotary``: glmtune's defaults).
+Two forwards: ``peft`` (PEFT's LoRA layer) and ``fused`` (glmtune's fused LoRA layer, ``training.fused_lora``).
 Same training step as ``bench.checkpointing`` (LoRA r8 on every linear layer, AdamW, fp32, a fixed random batch),
 each setting in its own process, the forwards alternating ``--rounds`` times so that a noisy machine hits them
 alike; the best round of each is reported. The losses of every step must be equal in all.
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from bench.checkpointing import MODES, run_children, write_report
 
-FORWARDS = ("peft", "fused", "all")
+FORWARDS = ("peft", "fused")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,3 +101,13 @@ def test_fp16_is_refused_before_loading(tmp_path, data_file):
     assert proc.returncode == 2
     assert "fp16" in proc.stderr and "overflow" in proc.stderr and "allow_fp16" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_removed_fused_norm_rotary_key_loads_with_a_warning(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    cfg.write_text(f"model:\n  name_or_path: m\ndata:\n  train_file: {tmp_path / 'd.jsonl'}\n"
+                   "training:\n  fused_norm_rotary: true\n")
+    with pytest.warns(UserWarning, match="fused_norm_rotary was removed"):
+        config = load_config(cfg)
+    assert "fused_norm_rotary" not in config.training.model_dump()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,28 @@ def test_missing_venv_says_how_to_make_it(tmp_path: Path, monkeypatch: pytest.Mo
         venv_python("trl")
     with pytest.raises(ValueError, match="unknown peer"):
         venv_python("axolotl")
+
+
+def test_setup_script_venv_sees_the_running_interpreters_torch(tmp_path: Path) -> None:
+    """A peer venv made from a virtualenv's python sees that virtualenv's torch (not the base interpreter's)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    setup = Path(__file__).resolve().parents[1] / "bench" / "peers" / "setup.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "GLMTUNE_BENCH_VENVS": str(tmp_path)}
+    done = subprocess.run(["bash", str(setup), "check"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"sees torch {torch.__version__}" in done.stdout
+    peer = tmp_path / "check" / "bin" / "python"
+    where = subprocess.run([str(peer), "-c", "import sys, torch; print(torch.__file__); print(sys.prefix)"],
+                           capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert Path(where[0]).resolve() == Path(torch.__file__).resolve()  # the outer torch itself, not a copy
+    assert where[1] == str(tmp_path / "check")
+    leaked = subprocess.run([str(peer), "-c", "import transformers"], capture_output=True, text=True, timeout=120)
+    assert leaked.returncode != 0 and "No module named 'transformers'" in leaked.stderr  # only torch is shared
+    assert (tmp_path / "torch-constraint.txt").read_text().strip() == f"torch=={torch.__version__}"
 
 
 @pytest.mark.slow

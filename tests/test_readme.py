@@ -18,7 +18,7 @@ def test_every_config_option_is_in_the_readme():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    command = "pip install torch==2.13.0 -e '.[test]' && python -m pytest -q"
+    command = "pip install torch==2.13.0 -e '.[test]' -c constraints/ci.txt && python -m pytest -q"
     assert command in readme
     assert command in ci
     assert "pip install torch==2.13.0 -e . && glmtune demo" in readme

@@ -2,14 +2,18 @@
 # Create the peers' virtual environments: LLaMA-Factory and TRL, each in its own venv, from PyPI only.
 #
 #   bash bench/peers/setup.sh [llamafactory|trl ...]     (default: both)
+#   bash bench/peers/setup.sh check                       (only a bare venv that must see this torch; no installs)
 #
 # Location: $GLMTUNE_BENCH_VENVS (default bench/.venvs). Idempotent: an existing venv whose peer already
 # imports at the pinned version is left alone; delete the folder to rebuild it.
 #
-# torch is never installed here. Each venv is created with --system-site-packages and reuses the torch of the
-# interpreter that runs this script (CPU torch 2.13.0 on the project's machines, a CUDA build on a GPU machine),
-# so pip never pulls a multi-GB CUDA torch or torchaudio. Everything the peer pins (transformers, peft, ...) is
-# installed inside the venv, where it shadows the system copy.
+# torch is never installed here. Each venv reuses the torch of the interpreter that runs this script ($PYTHON:
+# CPU torch 2.13.0 on the project's machines, a CUDA build on a GPU machine): bench/peers/outer_torch.py links
+# torch and the distributions it requires (nothing else) into the venv's outer-torch/ folder, and a `.pth` file
+# appends that folder to sys.path. That works for a plain interpreter and for a virtualenv's python alike
+# (--system-site-packages would see the *base* interpreter's packages, not a virtualenv's). Every pip call runs under a constraint pinning torch to that exact version, so pip can never
+# pull a multi-GB CUDA torch or torchaudio: if torch were not visible, it fails instead. Everything the peer pins
+# (transformers, peft, ...) is installed inside the venv, where it shadows the outer copy.
 #
 # LLaMA-Factory 0.9.5 is installed with --no-deps plus its text-SFT dependencies, listed below. Left out, and why:
 #   torchaudio, torchvision, av  - audio/image/video inputs of multimodal templates only. PyPI has no torchaudio
@@ -41,13 +45,18 @@ die() { echo "setup.sh: error: $*" >&2; exit 1; }
 
 "$python" -c "import torch" 2>/dev/null || die "$python has no torch; install it first (pip install torch==2.13.0)"
 torch_version="$("$python" -c 'import torch; print(torch.__version__)')"
+constraints="$venvs/torch-constraint.txt"
 
 make_venv() {  # make_venv NAME -> path of its python
   local dir="$venvs/$1"
   if [[ ! -x "$dir/bin/python" ]]; then
-    echo "creating $dir (system site-packages: torch $torch_version)" >&2
-    "$python" -m venv --system-site-packages "$dir" || die "could not create the venv $dir"
+    echo "creating $dir (sees $python's torch $torch_version)" >&2
+    "$python" -m venv "$dir" || die "could not create the venv $dir"
   fi
+  local site
+  site="$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  "$python" "$here/outer_torch.py" "$dir/outer-torch" >/dev/null || die "could not link $python's torch into $dir"
+  echo "$dir/outer-torch" > "$site/glmtune-outer-torch.pth"  # appended after the venv's own packages
   echo "$dir/bin/python"
 }
 
@@ -64,7 +73,8 @@ setup_llamafactory() {
   if [[ -f "$marker" ]]; then
     echo "llamafactory $LLAMAFACTORY_VERSION already installed"
   else
-    "$py" -m pip install --quiet "${LLAMAFACTORY_DEPS[@]}" || die "installing LLaMA-Factory's dependencies failed"
+    "$py" -m pip install --quiet -c "$constraints" "${LLAMAFACTORY_DEPS[@]}" \
+      || die "installing LLaMA-Factory's dependencies failed"
     "$py" -m pip install --quiet --no-deps "llamafactory==$LLAMAFACTORY_VERSION" || die "installing llamafactory failed"
     "$py" -c "import torchaudio" 2>/dev/null || "$py" "$here/torchaudio_placeholder.py" \
       || die "writing the torchaudio placeholder failed"
@@ -81,8 +91,8 @@ setup_trl() {
   if [[ -f "$marker" ]]; then
     echo "trl $TRL_VERSION already installed"
   else
-    # torch is already satisfied by the system site-packages, so pip keeps it
-    "$py" -m pip install --quiet "trl==$TRL_VERSION" peft || die "installing trl failed"
+    # torch is already satisfied by the outer site-packages, and the constraint keeps it
+    "$py" -m pip install --quiet -c "$constraints" "trl==$TRL_VERSION" peft || die "installing trl failed"
     touch "$marker"
   fi
   check_torch "$py"
@@ -92,14 +102,17 @@ setup_trl() {
 peers=("$@")
 [[ ${#peers[@]} -gt 0 ]] || peers=(llamafactory trl)
 mkdir -p "$venvs"
+echo "torch==$torch_version" > "$constraints"
 for peer in "${peers[@]}"; do
   case "$peer" in
     llamafactory) setup_llamafactory ;;
     trl) setup_trl ;;
-    *) die "unknown peer '$peer' (llamafactory or trl)" ;;
+    check) check_torch "$(make_venv check)"; echo "check: $venvs/check sees torch $torch_version" ;;
+    *) die "unknown peer '$peer' (llamafactory, trl or check)" ;;
   esac
 done
 
+[[ " ${peers[*]} " == *" check "* ]] && exit 0
 echo "versions:"
 for peer in "${peers[@]}"; do
   "$venvs/$peer/bin/python" - "$peer" <<'EOF'

@@ -7,9 +7,10 @@ recipe explicitly instead. Each field's ``description`` is what the README's con
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import warnings
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Auto = Literal["auto"]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -190,6 +191,16 @@ class StabilityConfig(_Section):
 class TrainingConfig(_Section):
     """Optimisation; handed to transformers' ``TrainingArguments``."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_removed_keys(cls, data: Any) -> Any:
+        """Accept ``fused_norm_rotary`` from older configs, with a warning: the option was removed."""
+        if isinstance(data, dict) and "fused_norm_rotary" in data:
+            data = {k: v for k, v in data.items() if k != "fused_norm_rotary"}
+            warnings.warn("training.fused_norm_rotary was removed (transformers 5.25 and later undo it "
+                          "after the first step); the key is ignored", UserWarning, stacklevel=2)
+        return data
+
     output_dir: str = Field("runs/glmtune", description="Where the adapter, tokenizer, config and logs go.")
     learning_rate: PositiveFloat | Auto = Field("auto", description="Peak learning rate. Official LoRA: 5e-4.")
     num_train_epochs: PositiveFloat | Auto = Field("auto", description="Epochs; ignored when max_steps > 0.")
@@ -237,13 +248,6 @@ class TrainingConfig(_Section):
         "in the shape matrix libraries handle well. Same values to fp32 rounding (under bf16 autocast: rounded once, not "
         "three times). Layers PEFT computes any other way (merged, switched off, DoRA, a bf16 base under fp32 adapters "
         "without autocast, DeepSpeed ZeRO-3) keep PEFT's forward. false: PEFT's forward everywhere.")
-    fused_norm_rotary: bool = Field(
-        True, description="RMSNorm layers (GLM, GLM-4, Llama, Qwen2, Qwen3) get a closed-form backward pass (four "
-        "passes over the activations instead of about ten, no gradient for a frozen norm weight), and GLM/GLM-4 "
-        "rotate queries and keys by one complex multiplication instead of transformers' slices, stack and sums. "
-        "Same outputs; gradients equal to fp32 rounding. fp16/bf16 queries keep transformers' rotary; with "
-        "training.torch_compile the compiler fuses these operations itself and this option stands aside. false: "
-        "transformers' own norm and rotary code.")
     base_anchor: NonNegativeFloat | Auto = Field(
         "auto", description="Adapters only: weight of a KL term from the base model (the adapter switched off) to "
         "the fine-tuned one, at the trained positions where the base model's top token already equals the target, "

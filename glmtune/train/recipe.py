@@ -405,7 +405,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     set_seed(config.training.seed)  # adapter initialisation (LoRA A, prefixes) must be reproducible
     with quiet_peft():
         model = apply_method(model, config)
-    fused = apply_fusions(model, config, say)
+    apply_fusions(model, config, say)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
@@ -437,8 +437,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         causal_padding=mask_free(model, bool(data.packing)),
     )
     trainer.remove_callback(PrinterCallback)
-    with fused:
-        trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.final_check()
 
     best_step, best_loss = best_checkpoint(trainer.state)

@@ -35,7 +35,7 @@ def test_server_killed_mid_stream_gives_the_client_an_error(tiny_model: Path) ->
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "glmtune", "serve", "--model", str(tiny_model), "--port", str(port),
-         "--max-new-tokens", "4000"],
+         "--max-new-tokens", "4000", "--model-name", "tiny"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         deadline = time.monotonic() + 120
@@ -47,7 +47,7 @@ def test_server_killed_mid_stream_gives_the_client_an_error(tiny_model: Path) ->
             except httpx.TransportError:
                 time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
-                               timeout=httpx.Timeout(20.0))
+                               timeout=20.0)  # a number: openai>=3 takes its own httpx2.Timeout, not httpx's
         # sampled at temperature 1, the tiny model rambles on for thousands of tokens
         stream = client.chat.completions.create(model="tiny", messages=HI, stream=True, max_tokens=4000, seed=1)
         received: list[Any] = []
@@ -79,7 +79,8 @@ def failing_after(n: int, tokenizer: Any) -> Callable[[list[int], GenParams, Cal
 
 
 def test_generation_error_ends_the_stream_with_an_error_event(tiny_tokenizer: Any) -> None:
-    server = Server(Engine(tiny_tokenizer, model_name="failing", generate_fn=failing_after(3, tiny_tokenizer)))
+    server = Server(Engine(tiny_tokenizer, model_name="failing", generate_fn=failing_after(3, tiny_tokenizer),
+                           aliases=["m"]))
     try:
         client = server.client()
         received: list[Any] = []
