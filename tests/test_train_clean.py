@@ -12,7 +12,7 @@ from glmtune.data.conversation import Conversation
 from glmtune.data.train_clean import CleanSettings, clean_for_training
 from glmtune.errors import DataError
 from glmtune.infer.generate import Generation
-from glmtune.layout.base import get_layout
+from glmtune.layout import get_layout
 from glmtune.train import self_replay
 from glmtune.train.dataset import encode_sources, encode_sources_loop
 

@@ -74,17 +74,3 @@ def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_
     if out and isinstance(out[0], list):  # some tokenizers return a batch of one
         out = out[0]
     return [int(x) for x in out]
-
-
-def get_layout(tokenizer: Any) -> ChatLayout:
-    """Pick the layout for ``tokenizer`` from its special tokens and chat template."""
-    from glmtune.layout.glm4 import Glm4Layout
-
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise LayoutError("the tokenizer has no chat template; glmtune derives the layout from it")
-    vocab = tokenizer.get_vocab()
-    if all(t in vocab for t in ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")):
-        return Glm4Layout(tokenizer)
-    from glmtune.layout.template import TemplateLayout
-
-    return TemplateLayout(tokenizer)
