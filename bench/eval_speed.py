@@ -8,7 +8,11 @@ and the layout's stop ids, against :func:`glmtune.infer.generate.generate_replie
 left padding). Both get the same prompt ids and the same post-processing (cut at the first stop id,
 decode without special tokens, strip), so any difference in the texts comes from the batching alone.
 
-    python -m bench.eval_speed [--model DIR] [--n 200] [--max-new-tokens 64] [--batch-size 16]
+The official path has no repetition guard, so like is compared with like twice: glmtune with the guard off
+against the official texts, and glmtune with its default guard against the official replies cut by the
+same rule (:func:`guard_cut`), texts and loop verdicts both. The exit code is 1 when either differs.
+
+    python -m bench.eval_speed [--model DIR] [--n 200] [--max-new-tokens 64] [--batch-size 16] [--threads N]
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ def official_predict(
     references: list[str],
     max_new_tokens: int,
     workdir: str,
-) -> list[str]:
-    """Replies through the official ``Seq2SeqTrainer.predict`` path, one sample per batch."""
+) -> list[list[int]]:
+    """Reply ids (cut at the first stop id) through the official ``Seq2SeqTrainer.predict`` path, one per batch."""
     import numpy as np
     import torch
     from datasets import Dataset
@@ -122,12 +126,22 @@ def official_predict(
         data_collator=OfficialCollator(tokenizer, padding="longest", return_tensors="pt"),
     )
     out = trainer.predict(dataset)
-    texts = []
-    for row in np.asarray(out.predictions):
-        ids = [int(t) for t in row if t != -100]
-        reply, _ = split_reply(ids, stop_ids, pad_id)
-        texts.append(tokenizer.decode(reply, skip_special_tokens=True).strip())
-    return texts
+    return [split_reply([int(t) for t in row if t != -100], stop_ids, pad_id)[0] for row in np.asarray(out.predictions)]
+
+
+def guard_cut(reply: list[int], rule: Any) -> tuple[list[int], bool]:
+    """``reply`` as glmtune's repetition guard would have ended it: cut after the first token where it loops."""
+    from glmtune.infer.runaway import tail_loops
+
+    for end in range(1, len(reply) + 1):
+        if tail_loops(reply[:end], rule):
+            return reply[:end], True
+    return reply, False
+
+
+def decode_all(tokenizer: Any, replies: list[list[int]]) -> list[str]:
+    """Decode reply ids the way ``generate_replies`` does: no special tokens, stripped."""
+    return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in replies]
 
 
 def batched_predict(
@@ -137,14 +151,14 @@ def batched_predict(
     prompts: list[list[dict[str, Any]]],
     max_new_tokens: int,
     batch_size: int,
-) -> list[str]:
-    """Replies through glmtune's batched, length-sorted, left-padded generation."""
+    loop_rule: Any = None,
+) -> list[Any]:
+    """Replies through glmtune's batched, length-sorted, left-padded generation (``loop_rule``: the guard)."""
     from glmtune.infer.generate import generate_replies
 
-    gens = generate_replies(
-        model, tokenizer, layout, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    return generate_replies(
+        model, tokenizer, layout, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, loop_rule=loop_rule
     )
-    return [g.text for g in gens]
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -160,6 +174,62 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def run_all(args: argparse.Namespace, data: Path) -> dict[str, Any]:
+    """Build or load the model, warm up, and time the official path and glmtune with the guard off and on."""
+    import torch
+
+    from glmtune.infer.runaway import DEFAULT_LOOP_RULE
+    from glmtune.layout import get_layout
+    from glmtune.models import load_model, load_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model
+        if model_dir is None:
+            from glmtune.tiny.model import make_tiny
+
+            model_dir = str(make_tiny(Path(tmp) / "tiny", seed=0))
+        prompts, references = load_prompts(data, args.n)
+        tokenizer = load_tokenizer(model_dir)
+        layout = get_layout(tokenizer)
+        model = load_model(model_dir)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to(device)
+        # Warm up both paths (first-call allocations, kernel selection) outside the timed runs.
+        official_predict(model, tokenizer, layout, prompts[:2], references[:2], 4, tmp)
+        batched_predict(model, tokenizer, layout, prompts[:2], 4, args.batch_size)
+
+        official, t_official = timed(
+            official_predict, model, tokenizer, layout, prompts, references, args.max_new_tokens, tmp
+        )
+        free, t_free = timed(batched_predict, model, tokenizer, layout, prompts, args.max_new_tokens, args.batch_size)
+        guarded, t_guarded = timed(
+            batched_predict, model, tokenizer, layout, prompts, args.max_new_tokens, args.batch_size, DEFAULT_LOOP_RULE
+        )
+    cut = [guard_cut(r, DEFAULT_LOOP_RULE) for r in official]
+    where = "cpu" if device == "cpu" else torch.cuda.get_device_name()
+    return {
+        "model": model_dir if args.model else "tiny GLM-4 (make_tiny seed 0)",
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": f"{device} ({torch.get_num_threads()} threads)" if device == "cpu" else f"cuda ({where})",
+        "references": references,
+        "official": (decode_all(tokenizer, official), t_official),
+        "official_cut": (decode_all(tokenizer, [ids for ids, _ in cut]), [looped for _, looped in cut]),
+        "free": ([g.text for g in free], t_free),
+        "guarded": ([g.text for g in guarded], t_guarded, [g.loop for g in guarded]),
+    }
+
+
+def compare(name: str, official: list[str], glmtune: list[str]) -> bool:
+    """Print how many texts are identical; show the first difference; True when all are."""
+    same = sum(a == b for a, b in zip(official, glmtune))
+    print(f"{name}: texts identical {same}/{len(official)}")
+    for i, (a, b) in enumerate(zip(official, glmtune)):
+        if a != b:
+            print(f"  first difference at prompt {i}:\n    official {a!r}\n    glmtune  {b!r}")
+            break
+    return same == len(official)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,75 +253,33 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from glmtune.eval.text_metrics import METRIC_KEYS, text_metrics
-    from glmtune.layout import get_layout
-    from glmtune.models import load_model, load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # not one "max_new_tokens and max_length" warning per sample
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model
-        if model_dir is None:
-            from glmtune.tiny.model import make_tiny
-
-            model_dir = str(make_tiny(Path(tmp) / "tiny", seed=0))
-        prompts, references = load_prompts(data, args.n)
-        tokenizer = load_tokenizer(model_dir)
-        layout = get_layout(tokenizer)
-        model = load_model(model_dir)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model.to(device)
-        # Warm up both paths (first-call allocations, kernel selection) outside the timed runs.
-        official_predict(model, tokenizer, layout, prompts[:2], references[:2], 4, tmp)
-        batched_predict(model, tokenizer, layout, prompts[:2], 4, args.batch_size)
-
-        official, t_official = timed(
-            official_predict, model, tokenizer, layout, prompts, references, args.max_new_tokens, tmp
-        )
-        batched, t_batched = timed(
-            batched_predict, model, tokenizer, layout, prompts, args.max_new_tokens, args.batch_size
-        )
-
-    n = len(prompts)
-    same = sum(a == b for a, b in zip(official, batched))
-    m_official, m_batched = text_metrics(official, references), text_metrics(batched, references)
+    r = run_all(args, data)
+    refs, (official, t_official) = r["references"], r["official"]
+    (cut, cut_loops), (free, t_free), (guarded, t_guarded, loops) = r["official_cut"], r["free"], r["guarded"]
     rows = []
-    for name, bs, secs, met in (
-        ("official: Seq2SeqTrainer.predict", 1, t_official, m_official),
-        ("glmtune: generate_replies", args.batch_size, t_batched, m_batched),
+    for name, bs, secs, texts in (
+        ("official: Seq2SeqTrainer.predict (no guard)", 1, t_official, official),
+        ("glmtune: generate_replies, guard off", args.batch_size, t_free, free),
+        ("official, cut by the guard's rule afterwards", 1, t_official, cut),
+        ("glmtune: generate_replies, guard on (default)", args.batch_size, t_guarded, guarded),
     ):
-        rows.append(
-            {
-                "method": name,
-                "batch size": bs,
-                "samples": n,
-                "seconds": f"{secs:.1f}",
-                "samples/s": f"{n / secs:.2f}",
-                "speed-up": f"{t_official / secs:.1f}x",
-                **{k.upper(): f"{met[k]:.4f}" for k in METRIC_KEYS},
-            }
-        )
-    params = sum(p.numel() for p in model.parameters())
-    print(
-        f"\nmodel {model_dir if args.model else 'tiny GLM-4 (make_tiny seed 0)'} ({params:,} parameters) on "
-        f"{device}"
-        + (
-            f" ({torch.get_num_threads()} threads)"
-            if device == "cpu"
-            else f" ({torch.cuda.get_device_name()})"
-        )
-        + f"; {n} prompts from {data.name}; greedy, max_new_tokens {args.max_new_tokens}\n"
-    )
-    print(markdown_table(rows))
-    print(
-        f"\ntexts identical: {same}/{n}; metrics identical: "
-        f"{all(m_official[k] == m_batched[k] for k in METRIC_KEYS)}"
-    )
-    for i, (a, b) in enumerate(zip(official, batched)):
-        if a != b:
-            print(f"first difference at prompt {i}:\n  official {a!r}\n  glmtune  {b!r}")
-            break
-    return 0 if same == n else 1
+        met = text_metrics(texts, refs)
+        rows.append({"method": name, "batch size": bs, "samples": len(refs), "seconds": f"{secs:.1f}",
+                     "samples/s": f"{len(refs) / secs:.2f}", "speed-up": f"{t_official / secs:.1f}x",
+                     **{k.upper(): f"{met[k]:.4f}" for k in METRIC_KEYS}})
+    print(f"\nmodel {r['model']} ({r['params']:,} parameters) on {r['device']}; {len(refs)} prompts from "
+          f"{data.name}; greedy, max_new_tokens {args.max_new_tokens}\n")
+    print(markdown_table(rows) + "\n")
+    ok = compare("guard off vs official", official, free)
+    ok = compare("guard on vs official cut by the same rule", cut, guarded) and ok
+    same_loops = sum(a == b for a, b in zip(cut_loops, loops))
+    print(f"loop verdicts identical: {same_loops}/{len(loops)} (loops: official cut {sum(cut_loops)}, "
+          f"glmtune {sum(loops)})")
+    return 0 if ok and same_loops == len(loops) else 1
 
 
 if __name__ == "__main__":

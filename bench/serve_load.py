@@ -1,15 +1,18 @@
 """Load benchmark for ``glmtune serve``: N concurrent chat-completion clients against a real server process.
 
 The server runs as a subprocess (``python -m glmtune serve``) on a free loopback port, with the tiny GLM-4
-from :func:`glmtune.tiny.model.make_tiny` unless ``--model`` names a folder. For each client count, that
-many asyncio clients (one shared ``httpx.AsyncClient``) send requests back to back for ``--seconds``: short
-varied prompts, ``temperature`` 0, ``max_tokens``. A request started before the deadline is waited for and
-counted; requests/s divides the successful requests by the time until the last one finished. Latency is
-the whole request (the whole stream with ``--stream``, which also reports the time to the first content).
-Two warm-up requests run before the first measurement and are not counted.
+from :func:`glmtune.tiny.model.make_tiny` unless ``--model`` names a folder. It runs once per
+``--max-batch`` value (default ``1,16``: one request at a time, i.e. before batching, then batches of up to
+16), one after the other on the same machine in the same run. For each client count, that many asyncio
+clients (one shared ``httpx.AsyncClient``) send requests back to back for ``--seconds``: short varied
+prompts, ``temperature`` 0, ``max_tokens``. A request started before the deadline is waited for and counted;
+requests/s divides the successful requests by the time until the last one finished. Replies are streamed
+(unless ``--no-stream``): time to first token is from sending the request to the first chunk with content
+(the role-only first chunk does not count); latency is the whole stream. Two warm-up requests run before
+each server's first measurement and are not counted.
 
-    python -m bench.serve_load [--model DIR] [--clients 1,8,32] [--seconds 60] [--max-tokens 32] [--stream]
-                               [--threads N]
+    python -m bench.serve_load [--model DIR] [--clients 1,8,32] [--max-batch 1,16] [--seconds 60]
+                               [--max-tokens 32] [--no-stream] [--threads N] [--max-queue N]
 """
 
 from __future__ import annotations
@@ -51,9 +54,10 @@ STARTUP_TIMEOUT_S = 180.0
 
 @dataclass
 class Level:
-    """What one client count measured."""
+    """What one client count measured against one server setting (``max_batch``)."""
 
     clients: int
+    max_batch: int = 1
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     first_content: list[float] = field(default_factory=list)
@@ -84,7 +88,9 @@ def free_port() -> int:
 
 def machine() -> dict[str, str]:
     """CPU count (``nproc``), CPU model (``lscpu``), GPU, Python and torch versions, the load average."""
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+    # nproc counts the cores this process may use, but would report OMP_NUM_THREADS if it were set
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False, env=env).stdout.strip()
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     names = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")]
     model = names[0] if names else platform.processor() or "unknown CPU"
@@ -102,14 +108,14 @@ class ServerProcess:
     """``python -m glmtune serve`` as a subprocess; its output goes to a log file."""
 
     def __init__(self, model: str, port: int, key: str, log_path: Path, max_new_tokens: int,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, extra: list[str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         env = {**os.environ, "GLMTUNE_API_KEY": key}
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op thread count in the server
         cmd = [sys.executable, "-m", "glmtune", "serve", "--model", model, "--host", "127.0.0.1", "--port",
-               str(port), "--max-new-tokens", str(max_new_tokens)]
+               str(port), "--max-new-tokens", str(max_new_tokens), *(extra or [])]
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
@@ -242,39 +248,58 @@ def _ms(value: float | None) -> str:
 
 def render(levels: list[Level], info: dict[str, str], command: str, model_desc: str,
            args: argparse.Namespace) -> str:
-    """The results as a markdown section: date, machine, command, then one table row per client count."""
+    """The results as a markdown section: date, machine, command, then one table row per setting and count."""
     mode = "streamed (SSE)" if args.stream else "non-streamed"
     out = [
-        f"## Server load: `glmtune serve`, {mode}",
+        f"## Server load: `glmtune serve`, {mode}, before and after batching",
         "",
-        f"- Date: {datetime.date.today().isoformat()}. Machine: {info['nproc']} CPU cores ({info['cpu']}), "
-        f"{info['gpu']}, Python {info['python']}, torch {info['torch']}; load average before the run: "
-        f"{info['load']}. "
-        "Clients and server share the machine.",
+        f"- Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Machine: {info['nproc']} CPU cores "
+        f"({info['cpu']}), {info['gpu']}, Python {info['python']}, torch {info['torch']}; load average before "
+        f"the run: {info['load']}. Clients and server share the machine.",
         f"- Command: `{command}`",
         f"- Model: {model_desc}. Each client sends requests back to back for {args.seconds:g} s "
-        f"(greedy, max_tokens {args.max_tokens}, {len(PROMPTS)} short prompts in turn); one server process, "
-        "one generation at a time; server torch threads: "
-        f"{args.threads or 'torch default'}.",
+        f"(greedy, max_tokens {args.max_tokens}, {len(PROMPTS)} short prompts in turn); one server process per "
+        f"`--max-batch` value (1 = one request at a time, as before batching); server torch threads: "
+        f"{args.threads or 'torch default'}; batch window {args.batch_window_ms:g} ms.",
         "",
     ]
-    header = ["clients", "seconds", "requests", "requests/s", "completion tokens/s", "p50 latency (ms)",
-              "p99 latency (ms)"]
+    header = ["max batch", "clients", "seconds", "requests", "requests/s", "completion tokens/s"]
     if args.stream:
-        header.append("p50 first content (ms)")
-    header.append("errors")
+        header += ["p50 TTFT (ms)", "p90 TTFT (ms)"]
+    header += ["p50 latency (ms)", "p99 latency (ms)", "errors"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for lv in levels:
         ok = len(lv.latencies)
-        row = [str(lv.clients), f"{lv.seconds:.1f}", str(ok), f"{ok / lv.seconds:.2f}" if lv.seconds else "-",
-               f"{lv.completion_tokens / lv.seconds:.1f}" if lv.seconds else "-",
-               _ms(percentile(lv.latencies, 50)), _ms(percentile(lv.latencies, 99))]
+        row = [str(lv.max_batch), str(lv.clients), f"{lv.seconds:.1f}", str(ok),
+               f"{ok / lv.seconds:.2f}" if lv.seconds else "-",
+               f"{lv.completion_tokens / lv.seconds:.1f}" if lv.seconds else "-"]
         if args.stream:
-            row.append(_ms(percentile(lv.first_content, 50)))
+            row += [_ms(percentile(lv.first_content, 50)), _ms(percentile(lv.first_content, 90))]
+        row += [_ms(percentile(lv.latencies, 50)), _ms(percentile(lv.latencies, 99))]
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(lv.error_kinds.items()))
         row.append(f"{lv.errors} ({kinds})" if lv.errors else "0")
         out.append("| " + " | ".join(row) + " |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + [""] + compare(levels)) + "\n"
+
+
+def compare(levels: list[Level]) -> list[str]:
+    """One line per client count: throughput and median time to first token, last setting against the first."""
+    settings = sorted({lv.max_batch for lv in levels})
+    if len(settings) < 2:
+        return []
+    lines = []
+    for clients in sorted({lv.clients for lv in levels}):
+        by = {lv.max_batch: lv for lv in levels if lv.clients == clients}
+        before, after = by.get(settings[0]), by.get(settings[-1])
+        if not before or not after or not before.seconds or not after.seconds or not before.latencies:
+            continue
+        speed = (len(after.latencies) / after.seconds) / (len(before.latencies) / before.seconds)
+        line = f"- {clients} client(s): requests/s x{speed:.2f} with max batch {settings[-1]} against {settings[0]}"
+        ttft_before, ttft_after = percentile(before.first_content, 50), percentile(after.first_content, 50)
+        if ttft_before and ttft_after:
+            line += f"; p50 time to first token {_ms(ttft_before)} -> {_ms(ttft_after)} ms"
+        lines.append(line + ".")
+    return lines
 
 
 def parse_clients(text: str) -> list[int]:
@@ -285,21 +310,57 @@ def parse_clients(text: str) -> list[int]:
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Build or take the model, start the server, load it at each client count, print the table."""
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's flags."""
     parser = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="model folder (default: a tiny GLM-4 built into a temp dir)")
     parser.add_argument("--clients", type=parse_clients, default=[1, 8, 32],
                         help="client counts (default 1,8,32)")
+    parser.add_argument("--max-batch", type=parse_clients, default=[1, 16],
+                        help="server --max-batch values, one server each (default 1,16: before and after batching)")
+    parser.add_argument("--batch-window-ms", type=float, default=10.0, help="server --batch-window-ms (default 10)")
+    parser.add_argument("--max-queue", type=int, default=256, help="server --max-queue (default 256)")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds per client count (default 60)")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of every request (default 32)")
-    parser.add_argument("--stream", action="store_true", help="stream the replies (SSE)")
+    parser.add_argument("--stream", action="store_true", default=True,
+                        help="stream the replies and measure time to first token (the default)")
+    parser.add_argument("--no-stream", dest="stream", action="store_false", help="plain (non-streamed) requests")
     parser.add_argument("--threads", type=int, help="torch threads of the server (default: torch's)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def measure(model: str, max_batch: int, args: argparse.Namespace, tmp: Path) -> list[Level]:
+    """Start a server with ``--max-batch max_batch``, load it at each client count, stop it."""
+    key = secrets.token_hex(16)
+    extra = ["--model-name", "glmtune", "--max-batch", str(max_batch), "--batch-window-ms", f"{args.batch_window_ms:g}", "--max-queue",
+             str(args.max_queue)]
+    server = ServerProcess(model, free_port(), key, tmp / f"server-{max_batch}.log", max(512, args.max_tokens),
+                           args.threads, extra)
+    levels: list[Level] = []
+    try:
+        server.wait_ready()
+        print(f"max batch {max_batch}: server up on {server.url}; warming up", file=sys.stderr)
+        asyncio.run(warm_up(server.url, key, args.max_tokens, args.stream))
+        for clients in args.clients:
+            print(f"  {clients} client(s) for {args.seconds:g} s ...", file=sys.stderr)
+            level = asyncio.run(run_level(server.url, key, clients, args.seconds, args.max_tokens, args.stream))
+            level.max_batch = max_batch
+            levels.append(level)
+            print(f"  {len(level.latencies)} requests, {level.errors} errors", file=sys.stderr)
+    finally:
+        server.stop()
+    if any(lv.errors for lv in levels):
+        print("server log tail:\n" + server.log_tail(), file=sys.stderr)
+    return levels
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build or take the model, then per --max-batch: start the server, load it, stop it; print the table."""
+    args = parse_args(argv)
     given = shlex.join(sys.argv[1:] if argv is None else argv)
     command = f"python -m bench.serve_load {given}".rstrip()
     info = machine()
-
+    levels: list[Level] = []
     with tempfile.TemporaryDirectory(prefix="glmtune-serve-load-") as tmp:
         if args.model:
             model, model_desc = args.model, f"`{args.model}`"
@@ -308,25 +369,8 @@ def main(argv: list[str] | None = None) -> int:
 
             model = str(make_tiny(Path(tmp) / "tiny", seed=0))
             model_desc = "tiny random GLM-4 from `glmtune.tiny.model.make_tiny` (seed 0)"
-        key = secrets.token_hex(16)
-        port = free_port()
-        server = ServerProcess(model, port, key, Path(tmp) / "server.log", max(512, args.max_tokens),
-                               args.threads)
-        levels: list[Level] = []
-        try:
-            server.wait_ready()
-            print(f"server up on {server.url}; warming up", file=sys.stderr)
-            asyncio.run(warm_up(server.url, key, args.max_tokens, args.stream))
-            for clients in args.clients:
-                print(f"{clients} client(s) for {args.seconds:g} s ...", file=sys.stderr)
-                level = asyncio.run(run_level(server.url, key, clients, args.seconds, args.max_tokens,
-                                              args.stream))
-                levels.append(level)
-                print(f"  {len(level.latencies)} requests, {level.errors} errors", file=sys.stderr)
-        finally:
-            server.stop()
-        if any(lv.errors for lv in levels):
-            print("server log tail:\n" + server.log_tail(), file=sys.stderr)
+        for max_batch in args.max_batch:
+            levels += measure(model, max_batch, args, Path(tmp))
     print(render(levels, info, command, model_desc, args))
     return 1 if any(lv.errors for lv in levels) else 0
 

@@ -177,6 +177,11 @@ def test_resume_restores_the_guard_state(tmp_path, tiny_model, monkeypatch):
         assert resumed[key] == uninterrupted[key], key
     summary = json.loads((out / "summary.json").read_text())
     assert [e["kind"] for e in summary["guard_events"]] == ["nan_loss", "nan_loss", "nan_loss", "rollback"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    logged = [r["event"] for r in log if "event" in r and r["event"] != "end"]
+    assert logged == ["nan_loss", "nan_loss", "nan_loss", "rollback"]  # the replayed steps are not logged twice
+    steps = [json.loads(line)["step"] for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
     again = load_file(str(out / "adapter_model.safetensors"))
     assert all(torch.equal(adapter[k], again[k]) for k in adapter)
 

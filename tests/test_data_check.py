@@ -98,7 +98,12 @@ def test_too_long_needs_the_model_tokenizer(tiny_model: Path) -> None:
                         values={"name": "Nova", "author": "Acme Lab"}, say=quiet)
     too_long = [p for p in result.problems if p.code == "too_long"]
     assert [line_of(p.source) for p in too_long] == [17]
-    assert "nothing left to train" in too_long[0].reason
+    # the default keep_recent truncation keeps the reply; the official right cut loses all of it
+    assert "all 8 trained tokens of the reply are kept" in too_long[0].reason
+    official = check_file(FIXTURE, model=str(tiny_model), max_length=512, truncation="official",
+                          values={"name": "Nova", "author": "Acme Lab"}, say=quiet)
+    reason = next(p.reason for p in official.problems if p.code == "too_long")
+    assert "leaves no reply token to train on" in reason and "dropped" in reason
     stats = result.stats
     assert stats["length_unit"] == "tokens"
     assert stats["truncation"] == {"max_length": 512, "truncated": 1, "share": round(1 / len(result.kept), 4)}
@@ -265,9 +270,13 @@ def test_random_records_never_crash_and_lose_nothing(lines: list[bytes], fill: b
     with tempfile.TemporaryDirectory() as tmp:
         src, fix, rejects = Path(tmp, "in.jsonl"), Path(tmp, "fixed.jsonl"), Path(tmp, "rejects.jsonl")
         src.write_bytes(b"\n".join(lines) + b"\n")
+        nonblank = sum(1 for raw in src.read_bytes().split(b"\n") if raw.decode("utf-8", "replace").strip())
+        if not nonblank:  # an empty file is the user's to fix: exit 2, nothing written
+            with pytest.raises(DataError, match="no records"):
+                check_file(src, fix=str(fix), quarantine=str(rejects), say=quiet)
+            return
         result = check_file(src, fix=str(fix), quarantine=str(rejects),
                             values={"name": "N"} if fill else None, say=quiet)
-        nonblank = sum(1 for raw in src.read_bytes().split(b"\n") if raw.decode("utf-8", "replace").strip())
         kept, quarantined = fix.read_bytes().count(b"\n"), rejects.read_bytes().count(b"\n")
         assert result.total == nonblank == kept + quarantined == len(result.kept) + len(result.quarantined)
         if kept:

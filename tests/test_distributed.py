@@ -77,4 +77,6 @@ def test_two_process_run_matches_single_process(tmp_path, single_run, launcher, 
     assert len(a) == len(b) == 10
     assert max(abs(x - y) for x, y in zip(a, b)) < TOLERANCE
     assert ddp.stdout.count("saved adapter") == 1  # only rank 0 reports and writes
+    per_step = [json.loads(line)["loss"] for line in (tmp_path / "ddp" / "steps.jsonl").read_text().splitlines()]
+    assert max(abs(x - y) for x, y in zip(per_step, a)) < TOLERANCE and len(per_step) == 10  # averaged over ranks
     assert (tmp_path / "ddp" / "adapter_model.safetensors").is_file()

@@ -283,3 +283,26 @@ def test_retention_base_answers_are_the_model_without_adapter(tiny_model: Path, 
     )
     assert [g.text for g in base] == [g.text for g in plain]
     assert [g.text for g in tuned] != [g.text for g in plain]
+
+
+def test_loop_rate_counts_replies_the_guard_cut() -> None:
+    from glmtune.eval.run import score_predictions
+
+    rows = [
+        {"prediction": "LilyLilyLilyLilyLilyLily", "finish_reason": "length", "loop": True},  # no repeated word
+        {"prediction": "I am Nova.", "finish_reason": "stop", "loop": False},
+        {"prediction": "a fine answer", "finish_reason": "stop"},  # older predictions files have no flag
+        {"prediction": "go on " * 12, "finish_reason": "length", "loop": False},  # the text itself repeats
+    ]
+    deg = score_predictions(rows)["degeneration"]
+    assert deg["looping_indices"] == [0, 3] and deg["loop_rate"] == 0.5 and deg["guard_cut"] == 1
+
+
+def test_a_loop_flag_that_is_not_a_boolean_names_the_line(tmp_path) -> None:
+    from glmtune.errors import DataError
+    from glmtune.eval.run import read_predictions
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prediction": "x", "loop": "yes"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"p.jsonl:1: \"loop\" must be true, false or null"):
+        read_predictions(path)

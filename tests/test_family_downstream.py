@@ -117,7 +117,7 @@ def test_train_predict_chat_eval_export_serve(runs, family, tmp_path):
     engine = Engine.load(str(merged), max_new_tokens=24, device="cpu")
     assert end in engine.stop_ids
     with TestClient(create_app(engine, None)) as client:
-        resp = client.post("/v1/chat/completions", json={"model": "m", "messages": HI[:1], "temperature": 0})
+        resp = client.post("/v1/chat/completions", json={"model": "merged", "messages": HI[:1], "temperature": 0})
     choice = resp.json()["choices"][0]
     assert resp.status_code == 200 and choice["finish_reason"] == "stop"
     assert choice["message"]["content"] == hi["prediction"]

@@ -80,3 +80,27 @@ def test_device_judge_agrees_with_the_python_rule():
     assert dev.good_steps == ref.good_steps and dev.max_ratio == pytest.approx(ref.max_ratio)
     assert dev.loss_avg == pytest.approx(ref.loss_avg) and dev.grad_avg == pytest.approx(ref.grad_avg)
     assert dev.flush() == []
+
+
+def test_a_spike_is_recorded_once_with_the_ratio_it_was_judged_by():
+    """A verdict read back twice is one event; a grad spike's ratio is the grad norm over its average."""
+    guard = SpikeGuard(StabilityConfig(warmup_steps=1))
+    for step in (1, 2):
+        assert guard.judge(step, 2.0, 1.0) is None
+    assert guard.judge(3, 2.0, 50.0) == "grad_spike"
+    guard.record_spike(3, "grad_spike", 2.0, 50.0)
+    guard.record_spike(3, "grad_spike", 2.0, 50.0)
+    assert len(guard.events) == 1
+    assert guard.events[0].ratio == pytest.approx(50.0) and guard.events[0].action == "skipped_update"
+
+
+def test_device_flush_reports_each_bad_step_once_with_its_judged_ratio():
+    cfg = StabilityConfig(warmup_steps=1)
+    guard = SpikeGuard(cfg)
+    seq = [(2.0, 1.0), (2.0, 1.0), (9.0, 1.0), (2.0, 40.0), (2.0, 1.0)]
+    for step, (loss, norm) in enumerate(seq, start=1):
+        guard.judge_tensor(step, torch.tensor(loss), torch.tensor(norm))
+    bad = guard.flush()
+    assert [(s, k) for s, k, *_ in bad] == [(3, "loss_spike"), (4, "grad_spike")]
+    assert bad[0][4] == pytest.approx(4.5) and bad[1][4] == pytest.approx(40.0)
+    assert guard.flush() == []  # read once: a second flush reports nothing again

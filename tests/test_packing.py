@@ -41,7 +41,7 @@ def test_planner_picks_packing_or_grouping_from_lengths():
     mixed = DataStats(100, 1000, 5000, 200, [10, 200] * 50)
     assert rule_batching(mixed, 8, "sdpa", 4096)[0] == "packing"  # wide model: padding costs more than attention
     assert rule_batching(mixed, 8, "sdpa", 128)[0] == "grouping"  # narrow model: packed rows' attention dominates
-    huge = DataStats(100, 10**6, 100 * 4000, 8000, [100, 8000] * 50)
+    huge = DataStats(100, 3 * 10**5, 100 * 4000, 8000, [100, 8000] * 50)
     assert rule_batching(huge, 8, "sdpa", 4096)[0] == "grouping"
     assert rule_batching(huge, 8, "flash_attention_2", 4096)[0] == "packing"
     assert rule_batching(mixed, 1, "sdpa", 4096)[0] == "none"

@@ -221,3 +221,108 @@ def test_base_anchor_is_on_for_small_adapter_runs_only() -> None:
                 if i.key == "training.base_anchor")
     assert full.value == 0.0 and "no base model" in full.reason
     assert values(make_plan(config(training={"base_anchor": 0.25}), large, tiny, False))["training.base_anchor"] == 0.25
+
+
+def _reason(plan, key: str) -> str:
+    return next(item.reason for item in plan.items if item.key == key)
+
+
+def test_eval_and_patience_reasons_state_the_run_they_describe() -> None:
+    import re
+
+    for n, eval_file in ((30, False), (200, False), (3000, True), (40_000, True)):
+        stats = DataStats(n, n * 20, n * 50, 60, [50] * n)
+        plan = make_plan(config(), stats, 1_000_000, has_eval_file=eval_file)
+        got = values(plan)
+        steps, every, patience = got["training.total_steps"], got["training.eval_steps"], got["training.patience"]
+        said = re.search(r"every (\d+) step\(s\): (\d+) evaluations over (\d+) steps", _reason(plan, "training.eval_steps"))
+        assert said, _reason(plan, "training.eval_steps")
+        # Trainer evaluates at every multiple of eval_steps: steps // eval_steps times
+        assert [int(x) for x in said.groups()] == [every, steps // every, steps]
+        wait = re.search(r"(\d+) evaluations without .*: (\d+) steps at eval_steps (\d+), (\d+)% of the (\d+)-step run",
+                         _reason(plan, "training.patience"))
+        assert wait, _reason(plan, "training.patience")
+        assert [int(x) for x in wait.groups()] == [patience, patience * every, every,
+                                                   round(100 * min(patience * every, steps) / steps), steps]
+
+
+def test_patience_reason_follows_an_explicit_eval_steps() -> None:
+    plan = make_plan(config(training={"eval_steps": 7}), DataStats(300, 6000, 15000, 60, [50] * 300), 1_000_000, False)
+    assert "35 steps at eval_steps 7" in _reason(plan, "training.patience")
+
+
+def test_rank_reason_reports_a_consistent_pair_and_refuses_an_impossible_one() -> None:
+    import pytest
+
+    plan = make_plan(config(), DataStats(100, 15_000, 40_000, 60, [400] * 100), 1_000_000, False)
+    assert "15,000 supervised tokens (of 40,000 tokens in the weighted training samples) < 20,000" in \
+        _reason(plan, "peft.lora.r")
+    with pytest.raises(ValueError, match="cannot exceed"):
+        DataStats(1092, 164_309, 26_286)  # the pair issue 22 saw: every alpaca row counted, a tenth sampled
+
+
+def _quiet(_: str) -> None:
+    """Swallow progress lines."""
+
+
+def _count_trained(rows) -> int:
+    return sum(sum(1 for x in row["labels"] if x != -100) for row in rows)
+
+
+def test_weighted_sources_count_only_the_sampled_supervised_tokens(tiny_model, tmp_path) -> None:
+    import json
+
+    from glmtune.config.schema import DataSource
+    from glmtune.layout import get_layout
+    from glmtune.models import load_tokenizer
+    from glmtune.train.dataset import encode_sources, encode_sources_loop
+
+    small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
+    small.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                      {"role": "assistant", "content": "short"}]}) + "\n"
+                             for i in range(10)))
+    big.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
+                                                    {"role": "assistant", "content": "a long answer " * 20}]}) + "\n"
+                           for i in range(100)))
+    layout = get_layout(load_tokenizer(str(tiny_model)))
+    args = dict(layout=layout, combine=True, max_length=512, rejects_path=None, say=_quiet)
+    full = encode_sources([DataSource(path=str(small)), DataSource(path=str(big))], cache=False, **args)
+    sources = [DataSource(path=str(small)), DataSource(path=str(big), weight=0.1)]
+    weighted = encode_sources(sources, cache=False, **args)
+    loop = encode_sources_loop(sources, **args)
+    assert len(weighted.rows) == 10 + 10
+    counted = _count_trained(weighted.rows)
+    assert weighted.result.trained_tokens == counted == loop.result.trained_tokens
+    assert counted < full.result.trained_tokens / 5
+    assert counted <= sum(weighted.lengths)
+    doubled = encode_sources([DataSource(path=str(small), weight=2.0)], cache=False, **args)
+    assert doubled.result.trained_tokens == _count_trained(doubled.rows) == 2 * _count_trained(
+        encode_sources([DataSource(path=str(small))], cache=False, **args).rows)
+
+
+def test_issue_22_identity_plus_a_tenth_of_alpaca_zh(tiny_model) -> None:
+    """The reported case on the real files: supervised tokens follow weight 0.1, and the rank follows them."""
+    from pathlib import Path
+
+    import pytest
+
+    from glmtune.config.schema import DataSource
+    from glmtune.layout import get_layout
+    from glmtune.models import load_tokenizer
+    from glmtune.train.dataset import encode_sources
+    from glmtune.train.plan import rule_rank
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (shared / "alpaca_zh_demo.json").is_file():
+        pytest.skip("shared data not available")
+    layout = get_layout(load_tokenizer(str(tiny_model)))
+    enc = encode_sources([DataSource(path=str(shared / "identity.json")),
+                          DataSource(path=str(shared / "alpaca_zh_demo.json"), weight=0.1)],
+                         layout=layout, combine=True, max_length=1025, rejects_path=None, cache=False, say=_quiet,
+                         values={"name": "Nova", "author": "Acme Lab"}, truncation="keep_recent")
+    lengths = enc.lengths
+    stats = DataStats(len(enc.rows), enc.result.trained_tokens, sum(lengths), max(lengths), lengths)
+    assert stats.trained_tokens == _count_trained(enc.rows) < stats.total_tokens
+    r, why = rule_rank(stats.trained_tokens, stats.total_tokens)
+    assert f"{stats.trained_tokens:,} supervised tokens (of {stats.total_tokens:,} tokens" in why
+    assert r == (8 if stats.trained_tokens < 20_000 else 16)

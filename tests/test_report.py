@@ -198,3 +198,63 @@ def test_report_renders_in_headless_chromium(tmp_path: Path):
     assert shot.is_file() and shot.stat().st_size > 20_000
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1200) and pixels.std() > 0.05  # not a blank page
+
+
+def test_curves_use_every_step_and_events_count_each_spike_once(tmp_path: Path):
+    from glmtune.report import curve_rows
+
+    run = _fake_run(tmp_path / "run")
+    rows, _ = read_log(run / "log.jsonl")
+    logged = [r for r in rows if "event" in r or "eval_loss" in r or r["step"] % 10 == 0]  # logging_steps 10
+    logged.append(dict(next(r for r in rows if r.get("event") == "grad_spike")))  # a replayed spike, logged again
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    per_step = [{"step": s, "loss": 3.0 / s, "grad_norm": 1.0, "learning_rate": 1e-4} for s in range(1, 31)]
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in per_step))
+    drawn = curve_rows(logged, per_step)
+    assert series(drawn, "loss")[0] == list(range(1, 31))  # 30 points, not the 3 logged ones
+    assert series(drawn, "eval_loss")[0] == [10, 20, 30]
+    assert series(curve_rows(logged, []), "loss")[0] == [10, 20, 30]  # older runs: the logged steps
+    assert [(e["step"], e["event"]) for e in events(logged)] == [(12, "grad_spike")]
+    html = write_report(run).read_text(encoding="utf-8")
+    assert "every optimiser step (steps.jsonl)" in html
+    assert html.count("skipped_update") == 1
+
+
+def test_data_section_lists_sources_weights_truncation_and_reject_files(tmp_path: Path):
+    run = _fake_run(tmp_path / "run")
+    rejects = [{"source": "/d/a.jsonl:3", "code": "malformed_json", "reason": "x"},
+               {"source": "/d/a.jsonl:9", "code": "duplicate", "reason": "y"},
+               {"source": "/d/b.jsonl:1:2", "code": "no_reply", "reason": "z"}]
+    (run / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    from glmtune.report.data import data_facts, write_data_facts
+
+    train = type("Enc", (), {"rows": [{"source": "/d/a.jsonl:1"}, {"source": "/d/a.jsonl:2"},
+                                      {"source": "/d/b.jsonl:4"}], "records": 6, "rejected": 2,
+                             "result": type("R", (), {"truncated": 1, "trained_tokens_removed": 17})()})()
+    sources = [type("S", (), {"path": p, "format": "auto", "weight": w})() for p, w in
+               (("/d/a.jsonl", 1.0), ("/d/b.jsonl", 0.1))]
+    facts = data_facts(sources, train, None, {"training": 3, "validation": 0}, {"max_length": 96,
+                       "truncation": "keep_recent"}, run)
+    assert [(s["samples"], s["rejects"]) for s in facts["sources"]] == [(2, 2), (1, 1)]
+    assert facts["files"]["rejected.jsonl"]["codes"] == {"malformed_json": 1, "duplicate": 1, "no_reply": 1}
+    write_data_facts(run, facts)
+    html = write_report(run).read_text(encoding="utf-8")
+    section = html[html.index("<h2>Data</h2>"):html.index("<h2>Evaluation</h2>")]
+    assert "/d/b.jsonl" in section and "0.1" in section and "keep_recent" in section
+    assert str(run / "rejected.jsonl") in section and "malformed_json 1" in section
+    assert "trained tokens removed by truncation</td><td class=\"num\">17" in section
+
+
+def test_eval_results_in_the_run_folder_reach_the_report(tmp_path: Path):
+    run = _fake_run(tmp_path / "run")
+    html = write_report(run).read_text(encoding="utf-8")
+    assert "No evaluation yet" in html
+    (run / "eval").mkdir()
+    metrics = {"degeneration": {"loop_rate": 0.45, "distinct-1": 0.5, "distinct-2": 0.6, "pred_len_mean": 9.0,
+                                "finish_reason": {"stop": 0.55, "length": 0.45}}}
+    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    (run / "eval" / "metrics.predictions.jsonl").write_text(json.dumps(
+        {"messages": [{"role": "user", "content": "谁是你？"}], "prediction": "我是Nova", "finish_reason": "stop"}) + "\n")
+    html = write_report(run).read_text(encoding="utf-8")
+    section = html[html.index("<h2>Evaluation</h2>"):]
+    assert "loop rate" in section and "45.0%" in section and "谁是你？" in section and "我是Nova" in section

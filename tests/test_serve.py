@@ -41,7 +41,7 @@ HI = [{"role": "user", "content": "hi"}]
 class Server:
     """uvicorn serving ``create_app(engine, KEY)`` in a background thread on a free loopback port."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, wrap: Callable[[Any], Any] | None = None) -> None:
         import uvicorn
 
         with socket.socket() as sock:
@@ -49,7 +49,8 @@ class Server:
             port = sock.getsockname()[1]
         self.engine = engine
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(engine, KEY), host="127.0.0.1", port=port, log_level="warning")
+        app = create_app(engine, KEY)
+        config = uvicorn.Config(wrap(app) if wrap else app, host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -99,7 +100,7 @@ class FakeGenerator:
 
 @pytest.fixture(scope="module")
 def real(tiny_model: Path) -> Iterator[Server]:
-    server = Server(Engine.load(str(tiny_model), max_new_tokens=16))
+    server = Server(Engine.load(str(tiny_model), max_new_tokens=16, aliases=["tiny"]))
     yield server
     server.stop()
 
@@ -107,7 +108,7 @@ def real(tiny_model: Path) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def fake_server(tiny_tokenizer: Any) -> Iterator[tuple[Server, FakeGenerator]]:
     gen = FakeGenerator(tiny_tokenizer)
-    server = Server(Engine(tiny_tokenizer, model_name="fake-glm", generate_fn=gen))
+    server = Server(Engine(tiny_tokenizer, model_name="fake-glm", generate_fn=gen, aliases=["m"]))
     yield server, gen
     server.stop()
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from glmtune.data.outputs import atomic_write, check_output, clear_model_files
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``glmtune train CONFIG [overrides]``."""
@@ -13,6 +15,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from glmtune.train.preflight import preflight
 
     config = load_config(args.config, args.overrides)
+    check_output(config.training.output_dir, "training.output_dir", "dir")
     preflight(config)  # config mistakes are reported before torch, transformers and peft are imported
     from glmtune.train.recipe import train
 
@@ -44,10 +47,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``glmtune serve ...``."""
-    from glmtune.serve.cli import serve_main
+    from glmtune.serve.cli import serve_from_args
 
-    return serve_main(args.model, args.adapter, host=args.host, port=args.port, api_key=args.api_key,
-                      max_new_tokens=args.max_new_tokens, model_name=args.model_name)
+    return serve_from_args(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -78,12 +80,12 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    """``glmtune data check FILE ...``: exit 0 when clean, 1 when problems were found."""
+    """``glmtune data check FILE ...``: 0 clean, 1 problems found and handled, 2 the user must act."""
     from glmtune.data.check import check_file, parse_set_values, print_summary
 
     result = check_file(args.file, format=args.format, fix=args.fix, quarantine=args.quarantine,
                         report=args.report, model=args.model, max_length=args.max_length,
-                        values=parse_set_values(args.set))
+                        values=parse_set_values(args.set), truncation=args.truncation)
     print_summary(result)
     return result.exit_code
 
@@ -98,17 +100,18 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
     from glmtune.layout.show import describe_layout, highlight, plain_markup
     from glmtune.layout.verify import verify_layout
     from glmtune.models import load_tokenizer
+    from glmtune.serve.tool_syntax import describe_syntax
     from glmtune.train.tokenize import iter_conversations, tokenise_file
 
+    check_output(args.out, "--out")
+    root = None if args.no_cache else check_output(cache_root(args.cache_dir), "--cache-dir", "dir")
     tokenizer = load_tokenizer(args.model)
     layout = get_layout(tokenizer)
-    root = None if args.no_cache else cache_root(args.cache_dir)
     tok = tokenise_file(DataSource(path=args.data, format=args.format), layout, tokenizer_fingerprint(tokenizer),
                         args.combine, args.max_length, args.truncation, {}, root, args.num_proc)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     total = 0
-    with out.open("w", encoding="utf-8") as fh:
+    with atomic_write(out) as fh:  # a kill leaves the old file (or none), never a valid-looking partial one
         for batch in tok.samples.iter(batch_size=1000):
             total += sum(batch["length"])
             for ids, labels in zip(batch["input_ids"], batch["labels"]):
@@ -117,6 +120,7 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
     head = [c.messages for _, c in zip(range(16), iter_conversations(tok.conversations))]
     checked = verify_layout(layout, tokenizer, head, args.combine)
     console.print(describe_layout(layout, tokenizer), markup=False, soft_wrap=True)
+    console.print(describe_syntax(layout, tokenizer), markup=False, soft_wrap=True)
     console.print(f"layout verified on {checked} conversations: ids equal the chat template, every trained span "
                   "is a reply ending in a stop token", markup=False, soft_wrap=True)
     for i, row in zip(range(args.show), tok.samples):
@@ -144,6 +148,9 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     """``glmtune make-tiny --out DIR``."""
     from glmtune.tiny.model import make_tiny
 
+    check_output(args.out, "--out", "dir", overwrite=args.overwrite)
+    if args.overwrite and Path(args.out).is_dir():
+        clear_model_files(args.out)
     out = make_tiny(args.out, seed=args.seed, family=args.family)
     print(f"wrote a tiny {args.family} model and tokenizer to {out}")
     return 0
@@ -153,6 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``glmtune predict ...``."""
     from glmtune.infer.predict import predict_file
 
+    check_output(args.out, "--out")
     predict_file(args.model, args.data, args.out, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
                  batch_size=args.batch_size, repetition_penalty=args.repetition_penalty)
     return 0
@@ -170,9 +178,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``glmtune eval ...``."""
     from glmtune.eval.run import evaluate
 
-    evaluate(model=args.model, adapter=args.adapter, data=args.data, predictions=args.predictions, out=args.out,
-             identity_name=args.name, identity_author=args.author, probes=args.probes, general=args.general,
-             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if args.out:
+        check_output(args.out, "--out", "file" if args.out.endswith(".json") else "dir")
+    metrics = evaluate(model=args.model, adapter=args.adapter, data=args.data, predictions=args.predictions,
+                       out=args.out, identity_name=args.name, identity_author=args.author, probes=args.probes,
+                       general=args.general, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if args.out:  # inside a run folder: add the results to its report.html and model card
+        from glmtune.eval.run import output_paths
+        from glmtune.report.update import update_run
+
+        update_run(output_paths(args.out)[0], metrics, args.model, print)
     return 0
 
 
@@ -180,7 +195,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``glmtune export ...``."""
     from glmtune.export.merge import export_model
 
-    export_model(args.model, args.adapter, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    export_model(args.model, args.adapter, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                 overwrite=args.overwrite)
     return 0
 
 
@@ -188,6 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``glmtune demo``."""
     from glmtune.demo.run import run_demo
 
+    check_output(args.out, "--out", "dir")
     run_demo(args.out, name=args.name, author=args.author, rebuild=args.rebuild)
     return 0
 

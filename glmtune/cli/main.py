@@ -7,7 +7,9 @@ import os
 import sys
 
 from glmtune import __version__
+from glmtune.argtypes import int_at_least, number_between
 from glmtune.errors import UserError
+from glmtune.serve.cli import add_serve_arguments
 
 
 def str2bool(text: str) -> bool:
@@ -29,15 +31,8 @@ def num_proc(value: str) -> int | str:
     return int(value)
 
 
-def non_negative(value: str) -> float:
-    """A number >= 0."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
-    return number
+positive_int = int_at_least(1)
+non_negative = number_between(0, float("inf"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     p = sub.add_parser("serve", help="OpenAI-compatible chat completions server")
-    p.add_argument("--model", required=True, help="base model folder or hub id")
-    p.add_argument("--adapter", help="adapter folder written by glmtune train")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $GLMTUNE_API_KEY)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="default and upper bound for max_tokens")
-    p.add_argument("--model-name", help="model id reported to clients (default: the folder name)")
+    add_serve_arguments(p)  # glmtune/serve/cli.py: port, batching, queue bound, model names
 
     p = sub.add_parser("data", help="data tools")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -78,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report", metavar="REPORT.json", help="write problems, repairs and statistics here")
     c.add_argument("--model", help="tokenizer folder, for token lengths and --max-length checks")
     c.add_argument("--max-length", type=int, help="flag samples longer than this many tokens (needs --model)")
+    c.add_argument("--truncation", choices=["keep_recent", "official"], default="keep_recent",
+                   help="how training fits over-long samples, for --max-length reasons (default keep_recent)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fill {{KEY}} placeholders, e.g. --set name=Nova --set author='Acme Lab'")
     t = dsub.add_parser("tokenize", help="apply the training layout and write input_ids/labels JSONL")
@@ -106,18 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--family", choices=["glm4", "glm4-0414", "qwen2", "qwen3", "llama3"], default="glm4",
                    help="architecture, special tokens and chat template to imitate (default glm4)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (old weights deleted)")
 
     for name, helptext in (("predict", "generate replies for a data file"), ("chat", "interactive chat")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True, help="base model folder or hub id")
         p.add_argument("--adapter", help="adapter folder written by glmtune train")
-        p.add_argument("--max-new-tokens", type=int, default=256)
+        p.add_argument("--max-new-tokens", type=positive_int, default=256)
         if name == "predict":
             p.add_argument("--repetition-penalty", type=float, default=None,
                            help="penalise repeated tokens (the official default is 1.2 when sampling)")
             p.add_argument("--data", required=True, help="GLM-4 messages JSONL")
             p.add_argument("--out", required=True, help="output predictions JSONL")
-            p.add_argument("--batch-size", type=int, default=16)
+            p.add_argument("--batch-size", type=positive_int, default=16)
 
     p = sub.add_parser("eval", help="score predictions, or generate and score: ROUGE/BLEU, identity, loops, retention")
     p.add_argument("--model", help="base model folder (generate predictions)")
@@ -129,13 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", help="the expected author")
     p.add_argument("--probes", help="identity probe JSONL (default: bundled bilingual set)")
     p.add_argument("--general", help="general prompts with references for retention (default: bundled set)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=16)
 
     p = sub.add_parser("export", help="merge an adapter into its base and write a Hugging Face model folder")
     p.add_argument("--model", required=True, help="base model folder or hub id")
     p.add_argument("--adapter", required=True, help="adapter folder written by glmtune train")
-    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (old weights deleted)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--max-shard-size", default="2GB", help="safetensors shard size (default 2GB)")
 
@@ -161,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a location that cannot be written, found only while writing (disk full, read-only)
+        from glmtune.data.outputs import write_error
+
+        message = write_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

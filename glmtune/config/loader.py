@@ -63,18 +63,91 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+_KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false", "list": "a list",
+          "dict": "a mapping", "DataSource": "a {path, format, weight} entry"}
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than": ("<", "lt"),
+           "less_than_equal": ("<=", "le")}
+
+
+def _is_tag(part: object) -> bool:
+    """True for the union-member labels pydantic puts in an error's location (``constrained-int``, ``str``...)."""
+    return isinstance(part, str) and (not part.replace("_", "a").isalnum() or not part.islower()
+                                      or part in _TYPE_TAGS)
+
+
+def _trailing_tags(loc: list[Any]) -> list[str]:
+    """The union labels after the last real key: they say which type the failing value was tried as."""
+    tags: list[str] = []
+    for part in reversed(loc):
+        if not _is_tag(part):
+            break
+        tags.insert(0, part)
+    return tags
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _tag_kind(tags: list[str]) -> str | None:
+    for tag in reversed(tags):
+        base = tag.removeprefix("constrained-").split("[", 1)[0]
+        if base in _KINDS:
+            return _KINDS[base]
+    return None
+
+
+def _allowed(err: dict[str, Any], tags: list[str]) -> str:
+    """What the value may be, in words, for one pydantic error."""
+    kind, ctx, etype = _tag_kind(tags), err.get("ctx") or {}, err["type"]
+    if etype in _BOUNDS:
+        op, name = _BOUNDS[etype]
+        return f"{kind or 'a number'} {op} {_number(ctx.get(name))}"
+    if etype == "literal_error":
+        expected = str(ctx.get("expected", ""))
+        return expected if " or " not in expected else f"one of {expected}"
+    for prefix, words in (("int", "a whole number"), ("float", "a number"), ("bool", "true or false"),
+                          ("string", "text"), ("list", "a list"), ("dict", "a mapping"), ("model", "a mapping")):
+        if etype.startswith(prefix):
+            return words
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _key(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: key.path: message``."""
-    lines = []
+    """One line per config key: ``source: key: must be ... (got ...)``, with no pydantic internals."""
+    found: dict[str, tuple[list[str], Any]] = {}
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = [p for p in err["loc"] if not _is_tag(p)]
+        key = _key(loc)
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            phrase = "unknown key"
         elif err["type"] == "missing":
-            msg = "required key is missing"
+            phrase = "required key is missing"
+        elif err["type"] == "value_error":
+            phrase = str(err["msg"]).removeprefix("Value error, ")
         else:
-            msg = f"{err['msg']} (got {err.get('input')!r})"
-        lines.append(f"{source}: {key}: {msg}")
+            phrase = "must be " + _allowed(err, _trailing_tags(list(err["loc"])))
+        phrases, value = found.setdefault(key, ([], err.get("input")))
+        if phrase not in phrases:
+            phrases.append(phrase)
+    # a union reports every member; the deepest key is the one the user got wrong (data.train_file[0].weight)
+    keys = [k for k in found if not any(o != k and o.startswith(k) and o[len(k)] in ".[" for o in found)]
+    lines = []
+    for key in keys:
+        phrases, value = found[key]
+        musts = [p.removeprefix("must be ") for p in phrases if p.startswith("must be ")]
+        others = [p for p in phrases if not p.startswith("must be ")]
+        text = "; ".join(others + (["must be " + " or ".join(musts)] if musts else []))
+        got = "" if phrases == ["required key is missing"] or phrases == ["unknown key"] else f" (got {value!r})"
+        lines.append(f"{source}: {key}: {text}{got}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

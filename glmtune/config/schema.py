@@ -41,7 +41,8 @@ class DataSource(_Section):
     format: Literal["auto", "glm4", "openai", "alpaca", "sharegpt"] = Field(
         "auto", description="Record format; auto-detected by default."
     )
-    weight: PositiveFloat = Field(1.0, description="Sampling weight: 2.0 uses each sample twice, 0.5 half of them.")
+    weight: PositiveFloat = Field(1.0, description="Sampling weight (> 0): 2.0 uses each sample twice, 0.5 a seeded "
+                                  "random half; supervised-token counts in the plan follow it.")
 
 
 class DataConfig(_Section):
@@ -49,7 +50,10 @@ class DataConfig(_Section):
 
     train_file: str | list[str | DataSource] = Field(
         description="Training data: one file, or a list of files / {path, format, weight} entries. Any supported "
-        "format (GLM-4 messages, OpenAI messages, alpaca, sharegpt) in .jsonl/.json/.csv/.parquet."
+        "format (GLM-4 messages, OpenAI messages, alpaca, sharegpt) in .jsonl/.json/.csv/.parquet. `weight` (> 0, "
+        "default 1) sets how often an entry's samples are used per epoch: the integer part repeats the whole file, "
+        "the fraction is a seeded random share (2.0 = every sample twice, 0.1 = a tenth of them). The planner counts "
+        "samples and supervised tokens after weighting. Weights are refused with streaming."
     )
     eval_file: str | None = Field(None, description="Evaluation data; without it a validation split is carved.")
     max_reject_ratio: Fraction = Field(

@@ -14,9 +14,11 @@ from typing import Any
 
 from glmtune.data import repair as rp
 from glmtune.data.conversation import Conversation, Problem, check_messages, normalise_message
+from glmtune.data.encoding import flag_mojibake
 from glmtune.data.formats import CONVERTERS, FORMATS, RecordError
 from glmtune.data.formats.containers import Item, read_items
 from glmtune.data.glm4_jsonl import write_rejects
+from glmtune.data.outputs import atomic_write, check_output
 from glmtune.data.placeholders import PLACEHOLDER, find_placeholders
 from glmtune.data.read import detect_file_format, detection_problem
 from glmtune.data.stats import char_lengths, conversation_stats, format_stats
@@ -41,7 +43,7 @@ def problem_kind(code: str) -> str:
 
 @dataclass
 class CheckResult:
-    """Everything ``check_file`` found and did; ``exit_code`` is 0 when clean, 1 when problems were found."""
+    """Everything ``check_file`` found and did; ``exit_code``: 0 clean, 1 handled problems, 2 nothing usable."""
 
     path: str
     format: str | None
@@ -55,12 +57,14 @@ class CheckResult:
 
     @property
     def clean(self) -> bool:
-        """True when no problem of any kind was found."""
-        return not self.problems
+        """True when nothing had to be quarantined or repaired (warnings alone leave a file clean)."""
+        return not self.quarantined and not any(problem_kind(p.code) != "warning" for p in self.problems)
 
     @property
     def exit_code(self) -> int:
-        """0 when clean, 1 when problems were found (usage errors raise ``UserError`` instead: exit 2)."""
+        """0 clean (warnings allowed), 1 problems found and handled, 2 nothing usable: the user must act."""
+        if not self.kept:
+            return 2
         return 0 if self.clean else 1
 
     def counts(self) -> dict[str, Any]:
@@ -120,16 +124,20 @@ def check_file(
     max_length: int | None = None,
     values: dict[str, str] | None = None,
     say: Callable[[str], None] = print,
+    truncation: str = "keep_recent",
 ) -> CheckResult:
     """Validate ``path``, repair (``fix``), quarantine and report; see ``CheckResult.exit_code``."""
     values = _check_usage(path, format, fix, quarantine, report, model, max_length, values)
     items = read_items(path)
+    if not items:
+        raise DataError(f"{path}: no records (the file is empty or holds only blank lines)")
+    flag_mojibake(items)
     file_format, sampled = (format, 0) if format else detect_file_format(items)
     records = [_check_record(item, file_format, format is None, sampled, values) for item in items]
     survivors = [r for r in records if r.fatal is None]
     _dedupe(survivors)
     survivors = [r for r in survivors if r.fatal is None]
-    lengths, totals = _lengths(survivors, model, max_length)
+    lengths, totals = _lengths(survivors, model, max_length, truncation)
     survivors = [r for r in survivors if r.fatal is None]
     _conflicts(survivors)
 
@@ -165,6 +173,9 @@ def _check_usage(path: str | Path, format: str | None, fix: str | None, quaranti
         raise UserError(f"an output path is the input file {path}; write the results elsewhere")
     if len(set(outputs)) != len(outputs):
         raise UserError("--fix, --quarantine and --report must be different files")
+    for flag, out in (("--fix", fix), ("--quarantine", quarantine), ("--report", report)):
+        if out:
+            check_output(out, flag)
     values = {str(k): str(v) for k, v in (values or {}).items()}
     for key in values:
         if not PLACEHOLDER.fullmatch("{{" + key + "}}"):
@@ -251,8 +262,8 @@ def _conflicts(records: list[_Record]) -> None:
             rec.add("conflicting_answer", f"same prompt as {first[0]} but a different reply")
 
 
-def _lengths(records: list[_Record], model: str | None,
-             max_length: int | None) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+def _lengths(records: list[_Record], model: str | None, max_length: int | None,
+             truncation: str = "keep_recent") -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
     """(prompt, reply) lengths per record (tokens with ``model``, else characters) and token totals."""
     lengths: dict[int, tuple[int, int]] = {}
     totals: dict[int, int] = {}
@@ -273,11 +284,24 @@ def _lengths(records: list[_Record], model: str | None,
         total, reply = len(sample.input_ids), sample.num_trained
         lengths[id(rec)], totals[id(rec)] = (total - reply, reply), total
         if max_length is not None and total > max_length:
-            why = f"{total} tokens > --max-length {max_length}; training cuts the last {total - max_length}"
-            if total - reply >= max_length:
-                why += ", the whole reply (nothing left to train)"
-            rec.add("too_long", why)
+            rec.add("too_long", _too_long_reason(rec.messages or [], layout, total, reply, max_length, truncation))
     return lengths, totals
+
+
+def _too_long_reason(messages: list[Message], layout: Any, total: int, reply: int, max_length: int,
+                     truncation: str) -> str:
+    """What training with ``truncation`` actually does to a conversation longer than ``max_length``."""
+    from glmtune.layout.encode import encode_one
+
+    fitted = encode_one(messages, layout, True, max_length, truncation)
+    head = f"{total} tokens > --max-length {max_length}; truncation '{truncation}' "
+    if fitted.problem is not None:
+        return head + f"leaves no reply token to train on (the {reply}-token reply is cut): the sample is dropped"
+    how = ("keeps the system prompt and the most recent turns that fit" if truncation == "keep_recent"
+           else f"cuts the last {total - max_length} tokens")
+    if fitted.trained_removed:
+        return head + f"{how}: {fitted.trained_removed} of the reply's {reply} trained tokens are removed"
+    return head + f"{how}: all {reply} trained tokens of the reply are kept"
 
 
 def _quarantine_row(rec: _Record) -> dict[str, Any]:
@@ -298,8 +322,7 @@ def _write_outputs(result: CheckResult, fix: str | None, quarantine: str | None,
                    say: Callable[[str], None]) -> None:
     if fix:
         out = Path(fix)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("w", encoding="utf-8") as fh:
+        with atomic_write(out) as fh:
             for conv in result.kept:
                 extra = {k: v for k, v in conv.extra.items() if k not in FORMAT_KEYS}
                 row = {"messages": conv.messages, **extra}
@@ -313,10 +336,10 @@ def _write_outputs(result: CheckResult, fix: str | None, quarantine: str | None,
         say(f"wrote {len(rows)} quarantined records to {quarantine}")
     if report:
         out = Path(report)
-        out.parent.mkdir(parents=True, exist_ok=True)
         result.written["report"] = str(out)
         text = json.dumps(result.as_dict(), ensure_ascii=False, indent=2, default=str)
-        out.write_text(text + "\n", encoding="utf-8")
+        with atomic_write(out) as fh:
+            fh.write(text + "\n")
         say(f"wrote the report to {out}")
 
 
@@ -328,11 +351,16 @@ def print_summary(result: CheckResult, console: Any = None, limit: int = 40) -> 
     counts = result.counts()
     fmt = result.format or "unknown"
     console.print(f"[bold]glmtune data check[/bold] {result.path} (format: {fmt})", soft_wrap=True)
-    verdict = "[green]clean[/green]" if result.clean else f"[red]{counts['problems']} problem(s)[/red]"
+    verdict = ("[green]clean[/green]" if result.clean else f"[red]{counts['problems']} problem(s)[/red]")
+    if result.clean and counts["warnings"]:
+        verdict = f"[green]clean[/green] ({counts['warnings']} warning(s) only)"
     console.print(f"{verdict}: {counts['errors']} errors (quarantined), {counts['fixable']} fixable, "
                   f"{counts['warnings']} warnings; {counts['repairs']} repairs")
     console.print(f"input {counts['input']} = kept {counts['kept']} + quarantined {counts['quarantined']}",
                   markup=False)
+    if result.exit_code == 2:
+        console.print("[red]nothing usable[/red]: every record was quarantined; fix the data (see the reasons "
+                      "below) and check it again")
     for title, key in (("problems", "problems_by_code"), ("repairs", "repairs_by_code")):
         if counts[key]:
             line = ", ".join(f"{code} {n}" for code, n in counts[key].items())

@@ -67,9 +67,25 @@ def check_messages(messages: Any, need_reply: bool = True) -> list[tuple[str, st
                 json.loads(content)
             except (json.JSONDecodeError, TypeError):
                 found.append(("bad_tool_call", f"{where} calls {msg['metadata']!r} but its content is not JSON"))
+    if not found:
+        found.extend(role_order([m["role"] for m in messages]))
     if need_reply and not found and not any(m.get("role") == "assistant" for m in messages):
         found.append(("no_reply", "conversation has no assistant reply to train on"))
     return found
+
+
+def role_order(roles: list[str], numbers: list[int] | None = None) -> list[tuple[str, str]]:
+    """(code, reason) when the turns after the system prompt do not start with a user turn, or none is a user."""
+    numbers = numbers or list(range(1, len(roles) + 1))
+    if "user" not in roles:
+        return [("no_user_turn", "conversation has no user turn; a reply needs a prompt to answer "
+                 f"(roles: {', '.join(roles) or 'none'})")]
+    first = next(((n, r) for n, r in zip(numbers, roles) if r != "system"), None)
+    if first is not None and first[1] != "user":
+        return [("assistant_first" if first[1] == "assistant" else "bad_role_order",
+                 f"the first turn (after any system prompt) is message {first[0]}, {first[1]!r}; "
+                 "a conversation must start with a user turn")]
+    return []
 
 
 def normalise_message(msg: dict[str, Any]) -> dict[str, Any]:

@@ -69,8 +69,8 @@ def _reject(result: ReadResult, source: str, code: str, reason: str, raw: str) -
 
 def write_rejects(rejects: list[dict], path: str | Path) -> None:
     """Write rejected records (with source line and reason) as JSONL, so nothing is lost."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    from glmtune.data.outputs import atomic_write
+
+    with atomic_write(path) as fh:
         for row in rejects:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

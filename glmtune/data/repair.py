@@ -8,6 +8,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from glmtune.data.conversation import role_order
 from glmtune.data.formats.common import RecordError, parse_tools
 from glmtune.data.placeholders import fill_placeholders, find_placeholders
 
@@ -105,6 +106,7 @@ def validate_messages(messages: list[Message]) -> list[tuple[str, str]]:
     for (i, a), (j, b) in zip(view, view[1:]):
         if mergeable(a, b):
             found.append(("repeated_role", f"messages {i} and {j} are consecutive {a['role']} turns"))
+    found.extend(role_order([m["role"] for _, m in view], [i for i, _ in view]))
     found.extend(_call_order(view))
     declared = tool_names(messages)
     for i, msg in view:

@@ -158,21 +158,30 @@ def degeneration_metrics(
     min_repeats: int = DEFAULT_MIN_REPEATS,
     min_span: int = DEFAULT_MIN_SPAN,
     max_n: int = DEFAULT_MAX_N,
+    guard_cut: list[bool] | None = None,
 ) -> dict[str, Any]:
-    """Loop rate (with looping indices), distinct-1/2, length stats and finish-reason shares in one dict."""
+    """Loop rate (with looping indices), distinct-1/2, length stats and finish-reason shares in one dict.
+
+    A reply loops when its text repeats (:func:`has_loop`) or when the generation's repetition guard cut it
+    (``guard_cut``): the guard also stops loops that repeat no whole word, such as "LilyLilyLily...".
+    """
     if references is not None and len(references) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if finish_reasons is not None and len(finish_reasons) != len(predictions):
         raise ValueError(f"{len(predictions)} predictions but {len(finish_reasons)} finish reasons")
+    if guard_cut is not None and len(guard_cut) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(guard_cut)} guard verdicts")
+    cut = guard_cut or [False] * len(predictions)
     looping = [
         i
         for i, text in enumerate(predictions)
-        if has_loop(text, min_repeats=min_repeats, min_span=min_span, max_n=max_n)
+        if cut[i] or has_loop(text, min_repeats=min_repeats, min_span=min_span, max_n=max_n)
     ]
     result: dict[str, Any] = {
         "n": len(predictions),
         "loop_rate": len(looping) / len(predictions) if predictions else 0.0,
         "looping_indices": looping,
+        "guard_cut": sum(cut),
         "distinct-1": distinct_n(predictions, 1),
         "distinct-2": distinct_n(predictions, 2),
     }

@@ -63,6 +63,8 @@ def _check_row(text: str, where: str) -> dict[str, Any]:
     for field in ("reference", "finish_reason", "stop_token"):
         if row.get(field) is not None and not isinstance(row[field], str):
             raise DataError(f'{where}: "{field}" must be a string or null, got {type(row[field]).__name__}')
+    if row.get("loop") is not None and not isinstance(row["loop"], bool):
+        raise DataError(f'{where}: "loop" must be true, false or null, got {type(row["loop"]).__name__}')
     return row
 
 
@@ -96,6 +98,7 @@ def score_predictions(
         preds,
         [r["reference"] for r in rows] if all_refs else None,
         finish_reasons=reasons if all(isinstance(x, str) for x in reasons) else None,
+        guard_cut=[r.get("loop") is True for r in rows],
         min_repeats=min_repeats,
         min_span=min_span,
         max_n=max_n,
@@ -180,9 +183,10 @@ def _generate_rows(
         raise DataError(f"{data}: no usable conversation with an assistant reply to compare against")
     pairs = [conv.prompt_and_reference() for conv in read.conversations]
     started = time.perf_counter()
-    gens = generate_replies(
-        model, tokenizer, layout, [p for p, _ in pairs], max_new_tokens=max_new_tokens, batch_size=batch_size
-    )
+    with _progress(loaded, len(pairs), "eval: answering"):
+        gens = generate_replies(
+            model, tokenizer, layout, [p for p, _ in pairs], max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
     seconds = time.perf_counter() - started
     rows = [
         {
@@ -192,6 +196,7 @@ def _generate_rows(
             "reference": ref,
             "finish_reason": gen.finish_reason,
             "stop_token": gen.stop_token,
+            "loop": gen.loop,
             "num_tokens": gen.num_tokens,
         }
         for conv, (prompt, ref), gen in zip(read.conversations, pairs, gens)
@@ -264,21 +269,23 @@ def evaluate(
     if general and not (adapter and model):
         say("retention: skipped (it compares --model with and without --adapter)")
     if probe_set is not None and loaded:
-        metrics["identity"] = _identity(
-            loaded,
-            probe_set,
-            identity_name or "",
-            identity_author,
-            old_names,
-            old_authors,
-            max_new_tokens,
-            batch_size,
-        )
+        with _progress(loaded, len(probe_set), "eval: identity probes"):
+            metrics["identity"] = _identity(
+                loaded,
+                probe_set,
+                identity_name or "",
+                identity_author,
+                old_names,
+                old_authors,
+                max_new_tokens,
+                batch_size,
+            )
     if general_set is not None and loaded:
         tokenizer, layout, peft_model = loaded
-        base, tuned = base_and_tuned_answers(
-            peft_model, tokenizer, layout, [r["messages"] for r in general_set], max_new_tokens, batch_size
-        )
+        with _progress(loaded, 2 * len(general_set), "eval: retention (base and tuned)"):
+            base, tuned = base_and_tuned_answers(
+                peft_model, tokenizer, layout, [r["messages"] for r in general_set], max_new_tokens, batch_size
+            )
         metrics["retention"] = retention_scores(general_set, [g.text for g in base], [g.text for g in tuned])
     if metrics_path:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,6 +294,13 @@ def evaluate(
     if metrics_path:
         say(f"wrote {metrics_path}")
     return metrics
+
+
+def _progress(loaded: tuple[Any, Any, Any], total: int | None, desc: str) -> Any:
+    """A progress bar counting the replies the loaded model generates inside the ``with`` block."""
+    from glmtune.progress import generation_progress
+
+    return generation_progress(loaded[2], total, desc)
 
 
 def _identity(

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from glmtune.data.outputs import check_output, clear_model_files
 from glmtune.errors import UserError
 from glmtune.layout import get_layout
 from glmtune.models import check_model_path, load_model, load_tokenizer_for
@@ -18,14 +19,18 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def export_model(model: str, adapter: str, out: str, dtype: str = "bf16", max_shard_size: str = "2GB",
-                 say: Any = print) -> Path:
-    """Write ``out``: merged safetensors (sharded when large), tokenizer, stop ids, and a model card."""
+                 say: Any = print, overwrite: bool = False) -> Path:
+    """Write ``out``: merged safetensors (sharded when large), tokenizer, stop ids, and a model card.
+
+    A non-empty ``out`` is refused unless ``overwrite``; then its old weight files are deleted first."""
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_output(out, "--out", "dir", overwrite=overwrite)
     check_model_path(adapter, "adapter")
     out_dir = Path(out)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"output folder {out} is not empty; choose another --out")
+    if overwrite and out_dir.is_dir():
+        clear_model_files(out_dir)
+        shutil.rmtree(out_dir / "adapter", ignore_errors=True)
     tokenizer = load_tokenizer_for(model, adapter)
     layout = get_layout(tokenizer)
     peft_model = load_model(model, adapter=adapter, dtype=torch.float32)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from glmtune.infer.runaway import DEFAULT_LOOP_RULE, LoopRule, LoopStoppingCriteria, tail_loops
+from glmtune.infer.runaway import DEFAULT_LOOP_RULE, LoopRule, LoopStoppingCriteria
 from glmtune.layout.base import ChatLayout
 
 
@@ -58,6 +58,20 @@ def split_reply(new_ids: list[int], stop_ids: list[int], pad_id: int) -> tuple[l
     return new_ids, None
 
 
+def finish_row(
+    new_ids: list[int], stop_ids: list[int], pad_id: int, loop_cut: int | None = None
+) -> tuple[list[int], int | None, bool]:
+    """One row's reply ids, stop id and loop flag; ``loop_cut`` is where the repetition guard stopped the row.
+
+    In a batch a row the guard stopped is padded afterwards, and the pad id may be a stop id: the row
+    is a loop unless a stop id came before the guard's cut, whatever the batch size.
+    """
+    reply, stop = split_reply(new_ids, stop_ids, pad_id)
+    if loop_cut is not None and (stop is None or len(reply) >= loop_cut):
+        return new_ids[:loop_cut], None, True
+    return reply, stop, False
+
+
 @torch.inference_mode()
 def generate_replies(
     model: Any,
@@ -94,15 +108,16 @@ def generate_replies(
         penalty = repetition_penalty if repetition_penalty is not None else (1.2 if do_sample else None)
         if penalty:
             kwargs["repetition_penalty"] = penalty
-        if loop_rule is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStoppingCriteria(ids.shape[1], loop_rule)])
+        guard = LoopStoppingCriteria(ids.shape[1], loop_rule) if loop_rule is not None else None
+        if guard is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([guard])
         out = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
             eos_token_id=stop_ids, pad_token_id=pad_id, use_cache=True, **kwargs,
         )
         for row, i in enumerate(idx):
-            reply, stop = split_reply(out[row, ids.shape[1]:].tolist(), stop_ids, pad_id)
-            looped = stop is None and loop_rule is not None and tail_loops(reply, loop_rule)
+            cut = guard.cut_at.get(row) if guard is not None else None
+            reply, stop, looped = finish_row(out[row, ids.shape[1]:].tolist(), stop_ids, pad_id, cut)
             results[i] = Generation(
                 text=tokenizer.decode(reply, skip_special_tokens=True).strip(),
                 finish_reason="stop" if stop is not None else "length",

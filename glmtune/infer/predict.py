@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.data.read import read_any
-from glmtune.errors import DataError
+from glmtune.errors import DataError, UserError
 from glmtune.infer.generate import generate_replies
 from glmtune.layout import get_layout
 from glmtune.models import load_model, load_tokenizer_for
@@ -24,6 +24,8 @@ def predict_file(
     repetition_penalty: float | None = None,
 ) -> list[dict[str, Any]]:
     """Generate a reply for each conversation's last assistant turn (or for its end) and write JSONL."""
+    if max_new_tokens < 1 or batch_size < 1:
+        raise UserError(f"max_new_tokens and batch_size must be at least 1, got {max_new_tokens} and {batch_size}")
     read = read_any(data, need_reply=False)
     for problem in read.problems:
         say(f"  skipped {problem}")
@@ -53,6 +55,6 @@ def predict_file(
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     stopped = sum(r["finish_reason"] == "stop" for r in rows)
     loops = sum(r["loop"] for r in rows)
-    say(f"wrote {len(rows)} predictions to {out_path} ({stopped} stopped, {len(rows) - stopped} hit max tokens"
-        + (f", {loops} cut by the repetition guard" if loops else "") + ")")
+    say(f"wrote {len(rows)} predictions to {out_path} ({stopped} stopped, {len(rows) - stopped - loops} hit max "
+        f"tokens, {loops} cut as loops by the repetition guard)")
     return rows

@@ -2,7 +2,7 @@
 
 A reply loops when its last ``n * k`` tokens are the same ``n`` tokens repeated ``k`` times back to back,
 with ``k >= min_repeats`` and ``n * k >= min_span`` for some ``1 <= n <= max_n``. Such a reply is cut and
-reported with ``finish_reason`` ``length`` and a ``loop`` flag.
+reported with ``finish_reason`` ``length`` and a ``loop`` flag, at any batch size.
 """
 
 from __future__ import annotations
@@ -40,12 +40,23 @@ def tail_loops(ids: list[int], rule: LoopRule) -> bool:
 
 
 class LoopStoppingCriteria(StoppingCriteria):
-    """Per-row stop signal for ``generate`` when the newly generated tokens end in a loop."""
+    """Per-row stop signal for ``generate`` when the newly generated tokens end in a loop.
+
+    ``cut_at`` maps each row the guard stopped to how many tokens it had generated then. In a batch,
+    ``generate`` pads a finished row with the pad id, which may also be a stop id (GLM-4's
+    ``<|endoftext|>``); ``cut_at`` is how a loop cut is told apart from a stop after the fact.
+    """
 
     def __init__(self, prompt_length: int, rule: LoopRule) -> None:
         self.prompt_length = prompt_length
         self.rule = rule
+        self.cut_at: dict[int, int] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
-        done = [tail_loops(row[self.prompt_length:].tolist(), self.rule) for row in input_ids]
+        generated = input_ids.shape[1] - self.prompt_length
+        done = []
+        for i, row in enumerate(input_ids):
+            if i not in self.cut_at and tail_loops(row[self.prompt_length:].tolist(), self.rule):
+                self.cut_at[i] = generated
+            done.append(i in self.cut_at)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

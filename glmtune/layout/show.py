@@ -40,9 +40,7 @@ def plain_markup(tokenizer: Any, input_ids: list[int], labels: list[int]) -> str
 
 
 def describe_layout(layout: Any, tokenizer: Any) -> str:
-    """One paragraph: the layout, its stop tokens, and the tool message form and call syntax it derived."""
-    from glmtune.serve.tool_syntax import derive_syntax
-
+    """One paragraph: the layout, its stop tokens, and the tool message form it derived."""
     stops = ", ".join(tokenizer.convert_ids_to_tokens(i) for i in layout.stop_ids)
     lines = [f"layout: {layout.name}; stop tokens: {stops}"]
     dialect = getattr(layout, "dialect", None)
@@ -50,12 +48,4 @@ def describe_layout(layout: Any, tokenizer: Any) -> str:
         tools = {True: "on a message", False: "top-level `tools`", None: "not rendered"}[dialect.tools_on_message]
         calls = "GLM-4 `metadata`" if dialect.glm_calls else "`tool_calls`" if dialect.generic_calls else "none"
         lines.append(f"tools: {tools}; calls: {calls}; results: {dialect.tool_role or 'not rendered'}")
-    syntax = derive_syntax(layout, tokenizer)
-    if syntax is None:
-        lines.append("served tool calls: not recognised (serve returns text)")
-    elif syntax.kind == "name_line":
-        lines.append("served tool calls: `{name}\\n{json arguments}`")
-    else:
-        where = f" between {syntax.prefix!r} and {syntax.suffix!r}" if syntax.prefix else ""
-        lines.append(f"served tool calls: JSON with keys {syntax.name_key!r}/{syntax.args_key!r}{where}")
     return "\n".join(lines)

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.errors import UserError
-from glmtune.report.plots import events, plot_curves, read_log
+from glmtune.report.data import DATA_FILE, data_section
+from glmtune.report.plots import curve_rows, events, plot_curves, read_log
+from glmtune.report.table import fmt as _fmt
+from glmtune.report.table import html_table as _table
 
 MAX_EXAMPLES = 12
 MAX_CELL = 600  # characters of one example cell before it is cut
@@ -54,32 +57,6 @@ def _read_json(path: Path, notes: list[str]) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         notes.append(f"could not read {path.name}: {exc}")
         return None
-
-
-def _fmt(value: Any) -> str:
-    """A compact text form of a value: floats to 4 significant digits, containers as JSON."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def _table(head: list[str], rows: list[list[Any]], text_cols: tuple[int, ...] = ()) -> str:
-    """An escaped HTML table; numbers get the ``num`` class, ``text_cols`` keep their line breaks."""
-    out = ["<table><thead><tr>", *(f"<th>{escape(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    for row in rows:
-        out.append("<tr>")
-        for i, cell in enumerate(row):
-            cls = "text" if i in text_cols else "num" if isinstance(cell, (int, float)) else ""
-            out.append(
-                f'<td class="{cls}">{escape(_fmt(cell))}</td>' if cls else f"<td>{escape(_fmt(cell))}</td>"
-            )
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
 
 
 def _card(key: str, value: Any, bad: bool = False) -> str:
@@ -255,6 +232,21 @@ def examples_from_predictions(path: str | Path, n: int = 8) -> list[dict[str, An
     ]
 
 
+def _run_eval(run_dir: Path, notes: list[str], examples: list[dict[str, Any]] | None
+              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """``RUN/eval/metrics.json`` (written by ``glmtune eval --out RUN/eval``) and examples from its predictions."""
+    metrics = _read_json(run_dir / "eval" / "metrics.json", notes)
+    if not isinstance(metrics, dict):
+        return None, examples
+    predictions = run_dir / "eval" / "metrics.predictions.jsonl"
+    if examples is None and predictions.is_file():
+        try:
+            examples = examples_from_predictions(predictions)
+        except UserError as exc:
+            notes.append(f"could not read {predictions.name}: {exc}")
+    return metrics, examples
+
+
 def _img(path: Path) -> str:
     """An <img> whose PNG is embedded as a base64 data URI."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
@@ -270,10 +262,15 @@ def render_report(
     summary = _read_json(run_dir / "summary.json", notes)
     summary = summary if isinstance(summary, dict) else None
     rows, log_notes = read_log(run_dir / "log.jsonl")
-    notes += log_notes
+    step_rows, step_notes = read_log(run_dir / "steps.jsonl")
+    notes += log_notes + step_notes
     guard_events = events(rows)
     best_step = summary.get("best_step") if summary else None
-    images = plot_curves(rows, run_dir / "plots", best_step=best_step if isinstance(best_step, int) else None)
+    drawn = curve_rows(rows, step_rows)
+    images = plot_curves(drawn, run_dir / "plots", best_step=best_step if isinstance(best_step, int) else None)
+    if eval_metrics is None:
+        eval_metrics, examples = _run_eval(run_dir, notes, examples)
+    data = _read_json(run_dir / DATA_FILE, notes)
     config = run_dir / "config.yaml"
     now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
@@ -290,13 +287,20 @@ def render_report(
     ]
     if images:
         parts.append('<div class="plots">' + "".join(_img(p) for p in images.values()) + "</div>")
+        every = "every optimiser step (steps.jsonl)" if drawn is not rows else "the logged steps (log.jsonl)"
+        parts.append(f'<p class="sub">Train loss, learning rate and grad norm at {every}.</p>')
         if "eval_loss" not in {k for r in rows for k in r}:
             parts.append('<p class="note">No eval loss was logged (no validation split or eval file).</p>')
     else:
         parts.append('<p class="note">No training curves: log.jsonl is missing or holds no loss.</p>')
     parts += ["<h2>Stability events</h2>", _events_section(guard_events, summary)]
+    parts += ["<h2>Data</h2>", data_section(data if isinstance(data, dict) else None, run_dir)]
+    parts.append("<h2>Evaluation</h2>")
     if eval_metrics:
-        parts += ["<h2>Evaluation</h2>", _eval_section(eval_metrics)]
+        parts.append(_eval_section(eval_metrics))
+    else:
+        parts.append(f'<p class="note">No evaluation yet: <code>glmtune eval --out {escape(str(run_dir / "eval"))} '
+                     "...</code> adds it here.</p>")
     if examples:
         parts += ["<h2>Example answers</h2>", _examples_section(examples)]
     parts += ["<h2>Resolved plan</h2>", _plan_section(plan if isinstance(plan, dict) else None)]

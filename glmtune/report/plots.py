@@ -1,4 +1,5 @@
-"""Training curves from a run's ``log.jsonl``: loss (eval loss, guard events), learning rate, grad norm."""
+"""Training curves from a run's ``steps.jsonl`` (every optimiser step) and ``log.jsonl`` (eval loss, guard
+events; also the train curves of runs that have no ``steps.jsonl``): loss, learning rate, grad norm."""
 
 from __future__ import annotations
 
@@ -54,8 +55,28 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[floa
 
 
 def events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The stability-guard events of a log (rows with an ``event`` key, except the run's own ``end`` row)."""
-    return [row for row in rows if "event" in row and row.get("event") not in NOT_STABILITY]
+    """The stability-guard events of a log (rows with an ``event`` key, except the run's own ``end`` row).
+
+    One row per (step, event): a row logged again (a resumed run replaying steps after its checkpoint, in logs
+    written before resumes dropped those rows) replaces the earlier one.
+    """
+    found: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for row in rows:
+        if "event" in row and row.get("event") not in NOT_STABILITY:
+            key = (row.get("step"), row.get("event"))
+            found.pop(key, None)
+            found[key] = row
+    return sorted(found.values(), key=lambda r: r["step"] if _finite(r.get("step")) else math.inf)
+
+
+def curve_rows(log_rows: list[dict[str, Any]], step_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows to draw: per-step train values when ``steps.jsonl`` has them, plus the log's eval losses and events."""
+    if not any(_finite(r.get("loss")) for r in step_rows):
+        return log_rows
+    evals = [{"step": r["step"], "eval_loss": r["eval_loss"]} for r in log_rows
+             if "event" not in r and _finite(r.get("eval_loss")) and _finite(r.get("step"))]
+    latest = {r["step"]: r for r in step_rows if _finite(r.get("step"))}  # a replayed step counts once
+    return [*latest.values(), *evals, *[r for r in log_rows if "event" in r]]
 
 
 def plot_curves(

@@ -1,13 +1,18 @@
 """An OpenAI-compatible Chat Completions server for GLM-4 models (FastAPI + uvicorn)."""
 
-from glmtune.serve.engine import Engine, GenParams, ReplyBuilder, Result
+from __future__ import annotations
 
 __all__ = ["Engine", "GenParams", "ReplyBuilder", "Result", "create_app"]
 
 
 def __getattr__(name: str) -> object:
-    if name == "create_app":  # keep FastAPI out of ``import glmtune.serve`` until it is needed
+    # nothing is imported until it is used: ``glmtune --help`` reads the serve flags from glmtune.serve.cli
+    if name == "create_app":
         from glmtune.serve.app import create_app
 
         return create_app
+    if name in __all__:
+        from glmtune.serve import engine
+
+        return getattr(engine, name)
     raise AttributeError(name)

@@ -1,10 +1,13 @@
 """The FastAPI app: OpenAI-compatible ``/v1/chat/completions`` (plain and streamed), ``/v1/models``, ``/health``.
 
 Every error is an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``: malformed JSON and
-invalid values are 400, a missing or wrong API key 401, a full queue 429. With an API key every path
-except ``/health`` needs ``Authorization: Bearer KEY``. A client that goes away stops its own generation.
-A streamed reply that fails once it has started ends with an error event (``data: {"error": ...}``) and
-no ``[DONE]``. The response id is also the request id in the server's log lines.
+invalid values, unknown fields and OpenAI fields this server cannot honour are 400, a missing or wrong API
+key 401, a ``model`` that is neither the served name nor one of its aliases 404 ``model_not_found``, a full
+queue 429 with ``Retry-After``. With an API key every path except ``/health`` needs ``Authorization: Bearer
+KEY``. A client that goes away stops its own generation. A streamed reply sends its first chunk (the
+assistant role) when its batch starts generating, so a queued client sees no data yet; one that fails
+once it has started ends with an error event (``data: {"error": ...}``) and no ``[DONE]``. The response id
+is also the request id in the server's log lines.
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ from glmtune.serve.schemas import (
     ResponseMessage,
     ToolCallDelta,
     Usage,
+    check_fields,
     error_body,
     new_id,
 )
+from glmtune.serve.settings import API_KEY_ENV
 from glmtune.serve.tools import glm4_messages, offered_tools, tool_names
 
 log = logging.getLogger("glmtune.serve")
-API_KEY_ENV = "GLMTUNE_API_KEY"
 OPEN_PATHS = ("/health",)
 
 
@@ -89,7 +93,7 @@ def _validation_error(exc: RequestValidationError) -> JSONResponse:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,6 +117,7 @@ async def _parse_body(request: Request) -> ChatCompletionRequest:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}", code="json_invalid") from None
+    check_fields(data)
     try:
         return ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -165,9 +170,10 @@ async def _stream(job: Job, watcher: asyncio.Future[None], model: str, include_u
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     try:
-        yield sse([ChunkChoice(delta=Delta(role="assistant", content=""))])
         async for event in job.events():
-            if event.kind == "delta":
+            if event.kind == "start":  # not before: a queued client can tell that it is queued
+                yield sse([ChunkChoice(delta=Delta(role="assistant", content=""))])
+            elif event.kind == "delta":
                 yield sse([ChunkChoice(delta=Delta(content=event.text))])
             elif event.kind == "error":
                 log.error("request %s: generation failed: %r", job.id, event.error)
@@ -191,6 +197,14 @@ async def _stream(job: Job, watcher: asyncio.Future[None], model: str, include_u
         job.cancel()
 
 
+def _check_model(engine: Engine, name: str | None) -> None:
+    """404 ``model_not_found`` unless ``name`` is the served model or one of its aliases (absent is fine)."""
+    if not engine.accepts(name):
+        raise APIError(404, f"The model '{name}' does not exist; this server serves '{engine.model_name}' "
+                       f"(also accepted: {', '.join(repr(a) for a in engine.aliases)})", param="model",
+                       code="model_not_found")
+
+
 def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
     """Build the FastAPI app around ``engine``; ``api_key`` (or env ``GLMTUNE_API_KEY``) turns on auth."""
     key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
@@ -208,15 +222,22 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": engine.model_name, "pending": engine.pending}
+        return {"status": "ok", "model": engine.model_name, "pending": engine.pending,
+                "waiting": len(engine.queue), "max_queue": engine.max_queue, "max_batch": engine.max_batch}
 
     @app.get("/v1/models")
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=engine.model_name)])
 
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> ModelCard:
+        _check_model(engine, model_id)
+        return ModelCard(id=engine.model_name)
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:
         body = await _parse_body(request)
+        _check_model(engine, body.model)
         messages = glm4_messages(body)
         prompt = engine.prompt_ids(messages)
         params = engine.params_for(body, len(prompt))

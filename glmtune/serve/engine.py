@@ -1,10 +1,14 @@
-"""The model holder and its single generation worker.
+"""The model holder and its generation worker, which batches concurrent requests.
 
-One worker thread runs one generation at a time (a model is not safe to drive from two threads, and one
-request at a time keeps latency predictable); requests wait in its FIFO queue while the event loop stays
-free. Tokens travel back to the request's coroutine one by one through an ``asyncio.Queue``. Cancelling a
-job (its client went away) sets a flag that a stopping criterion checks after every token, so only that
-job stops; a job cancelled while still queued never starts.
+One worker thread drives the model (a model is not safe to drive from two threads). Requests wait in a
+bounded FIFO queue (:class:`~glmtune.serve.batching.JobQueue`) while the event loop stays free; a request
+that finds ``max_queue`` others waiting while a batch generates is refused with 429 and a ``Retry-After``
+estimate. The worker takes
+up to ``max_batch`` waiting requests that can share one ``model.generate`` call (same sampling settings;
+seeded sampling runs alone), waiting up to ``batch_window_s`` for more to arrive, and generates them
+together. ``max_batch=1`` is one request at a time. Each job hears ``start`` when its batch begins, then its
+own tokens one by one through an ``asyncio.Queue``. Cancelling a job (its client went away) stops only
+that row at its next token; a job cancelled while still queued never starts.
 
 The repetition guard of :mod:`glmtune.infer.runaway` (``DEFAULT_LOOP_RULE`` unless the engine is given
 another rule, or None to turn it off) watches every reply: one that falls into a loop of repeated token
@@ -20,40 +24,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from glmtune.layout import get_layout
+from glmtune.serve.batching import (
+    BatchGenerateFn,
+    GenerateFn,
+    GenParams,
+    JobQueue,
+    OnToken,
+    hf_batch_generate,
+    one_at_a_time,
+)
+from glmtune.serve.reply import ReplyBuilder
 from glmtune.serve.schemas import APIError, ChatCompletionRequest, ToolCall, new_id
-from glmtune.serve.tool_syntax import GLM4_SYNTAX, ToolSyntax, derive_syntax
+from glmtune.serve.tool_syntax import derive_syntax
 
 if TYPE_CHECKING:
     from glmtune.infer.runaway import LoopRule
 
+__all__ = ["Engine", "Event", "GenParams", "GenerateFn", "Job", "ReplyBuilder", "Result"]
+
 log = logging.getLogger("glmtune.serve")
 GREEDY_BELOW = 1e-5
 SAMPLING_REPETITION_PENALTY = 1.2
-
-
-@dataclass
-class GenParams:
-    """Decoding settings of one request, already resolved against the server defaults."""
-
-    max_tokens: int
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float | None = None
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-
-
-# generate_fn(prompt_ids, params, on_token): feed each new token id to on_token; stop when it returns False.
-GenerateFn = Callable[[list[int], GenParams, Callable[[int], bool]], None]
+DEFAULT_MAX_BATCH = 16
+DEFAULT_BATCH_WINDOW_S = 0.01
+DEFAULT_MAX_QUEUE = 256
 
 
 @dataclass
@@ -71,121 +74,12 @@ class Result:
 
 @dataclass
 class Event:
-    """What a job reports: a ``delta`` of content, ``done`` with the result, or an ``error``."""
+    """What a job reports: ``start`` (its batch began), a ``delta`` of content, ``done`` or an ``error``."""
 
     kind: str
     text: str = ""
     result: Result | None = None
     error: BaseException | None = None
-
-
-class ReplyBuilder:
-    """Turn generated ids into content deltas: stop ids and strings, tool-call detection, trimming.
-
-    Content is the decoded reply with surrounding whitespace stripped; trailing whitespace and a possible
-    beginning of a stop string are held back until later text shows they belong to the reply, so the
-    streamed deltas always concatenate to exactly the final content. With a ``loop_rule`` a reply whose
-    ids end in a loop is cut there with ``finish_reason`` ``length`` and ``looped`` set.
-    """
-
-    def __init__(self, tokenizer: Any, stop_ids: list[int], max_tokens: int, stop: list[str] | None = None,
-                 tool_names: list[str] | None = None, loop_rule: LoopRule | None = None,
-                 syntax: ToolSyntax | None = GLM4_SYNTAX) -> None:
-        self.tokenizer = tokenizer
-        self.syntax = syntax
-        self.stop_ids = set(stop_ids)
-        self.max_tokens = max_tokens
-        self.stop = [s for s in (stop or []) if s]
-        self.tool_names = list(tool_names or []) if syntax is not None else []
-        self.ids: list[int] = []
-        self.num_tokens = 0
-        self.raw = ""
-        self.content = ""
-        self.mode = self._classify("")
-        self.finished = False
-        self.finish_reason = "length"
-        self.tool_calls: list[ToolCall] | None = None
-        self.loop_rule = loop_rule
-        self.looped = False
-        self._tail_loops: Callable[[list[int], LoopRule], bool] | None = None
-        if loop_rule is not None:
-            from glmtune.infer.runaway import tail_loops  # imports torch: only once a guard is wanted
-
-            self._tail_loops = tail_loops
-        self._prefix_offset = 0
-        self._read_offset = 0
-        self._closed = False
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def _detokenize(self, final: bool) -> None:
-        prefix = self._decode(self.ids[self._prefix_offset:self._read_offset])
-        full = self._decode(self.ids[self._prefix_offset:])
-        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
-            self.raw += full[len(prefix):]
-            self._prefix_offset = self._read_offset
-            self._read_offset = len(self.ids)
-
-    def add(self, token_id: int) -> str:
-        """Take one generated id; return the content that can be sent now (possibly empty)."""
-        if self.finished:
-            return ""
-        self.num_tokens += 1
-        if token_id in self.stop_ids:
-            self.finished, self.finish_reason = True, "stop"
-            return self.close()
-        self.ids.append(token_id)
-        self._detokenize(final=False)
-        if self._tail_loops is not None and self.loop_rule is not None:
-            self.looped = self._tail_loops(self.ids, self.loop_rule)
-        if self.looped or self.num_tokens >= self.max_tokens:
-            self.finished, self.finish_reason = True, "length"
-            return self.close()
-        if self.mode is None:
-            self.mode = self._classify(self.raw)
-        return self._text_delta(final=False) if self.mode == "text" else ""
-
-    def close(self) -> str:
-        """Finish the reply (generation ended); return the last content delta. Calling it again is a no-op."""
-        if self._closed:
-            return ""
-        self.finished = self._closed = True
-        self._detokenize(final=True)
-        if self.mode != "text":
-            calls = self.syntax.parse(self.raw, self.tool_names) if self.syntax is not None else None
-            if calls:
-                self.tool_calls, self.finish_reason = calls, "tool_calls"
-                return ""
-            self.mode = "text"
-        return self._text_delta(final=True)
-
-    def _classify(self, text: str) -> Literal["tool", "text"] | None:
-        return self.syntax.classify(text, self.tool_names) if self.syntax is not None else "text"
-
-    def _text_delta(self, final: bool) -> str:
-        visible = self.raw.lstrip()
-        # sent content never holds a stop string nor its beginning, so a match can only start after it
-        start = len(self.content)
-        cut = min((i for i in (visible.find(s, start) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            visible, final = visible[:cut], True
-            self.finished, self.finish_reason = True, "stop"
-        sendable = visible if final else visible[:len(visible) - self._held(visible)]
-        end = len(sendable.rstrip())
-        delta = visible[len(self.content):end] if end > len(self.content) else ""
-        self.content += delta
-        return delta
-
-    def _held(self, text: str) -> int:
-        """Length of the longest tail of ``text`` that could start a stop string."""
-        best = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:k]):
-                    best = k
-                    break
-        return best
 
 
 class Job:
@@ -213,12 +107,12 @@ class Job:
             self.cancelled.set()
 
     async def events(self) -> AsyncIterator[Event]:
-        """Deltas as they come, then one ``done`` or ``error``; leaving early cancels the job."""
+        """``start``, deltas as they come, then one ``done`` or ``error``; leaving early cancels the job."""
         try:
             while True:
                 event = await self._queue.get()
                 yield event
-                if event.kind != "delta":
+                if event.kind not in ("start", "delta"):
                     return
         finally:
             self.cancel()
@@ -234,16 +128,21 @@ class Job:
 
 
 class Engine:
-    """A loaded model, its tokenizer and layout, and the one worker that generates with them."""
+    """A loaded model, its tokenizer and layout, and the one worker that generates with them in batches."""
 
     def __init__(self, tokenizer: Any, model: Any = None, model_name: str = "glmtune", max_new_tokens: int = 512,
                  context_length: int | None = None, generate_fn: GenerateFn | None = None,
-                 max_pending: int = 256, loop_rule: LoopRule | None | Literal["default"] = "default") -> None:
-        if model is None and generate_fn is None:
-            raise ValueError("an Engine needs a model or a generate_fn")
+                 max_queue: int = DEFAULT_MAX_QUEUE, loop_rule: LoopRule | None | Literal["default"] = "default",
+                 max_batch: int = DEFAULT_MAX_BATCH, batch_window_s: float = DEFAULT_BATCH_WINDOW_S,
+                 batch_generate_fn: BatchGenerateFn | None = None, aliases: list[str] | None = None) -> None:
+        if model is None and generate_fn is None and batch_generate_fn is None:
+            raise ValueError("an Engine needs a model, a generate_fn or a batch_generate_fn")
+        if max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
         self.tokenizer = tokenizer
         self.model = model
         self.model_name = model_name
+        self.aliases = [model_name] + [a for a in dict.fromkeys(aliases or []) if a and a != model_name]
         self.max_new_tokens = max_new_tokens
         self.layout = get_layout(tokenizer)
         self.stop_ids = self.layout.stop_ids
@@ -251,20 +150,32 @@ class Engine:
         if context_length is None and model is not None:
             context_length = getattr(model.config, "max_position_embeddings", None)
         self.context_length = context_length
-        self.generate_fn: GenerateFn = generate_fn or self._hf_generate
-        self.max_pending = max_pending
+        if batch_generate_fn is None and generate_fn is not None:
+            batch_generate_fn, max_batch = one_at_a_time(generate_fn), 1
+        self.batch_generate_fn: BatchGenerateFn = batch_generate_fn or self._hf_batch_generate
+        self.max_queue = max_queue
         if loop_rule == "default":
             from glmtune.infer.runaway import DEFAULT_LOOP_RULE
 
             loop_rule = DEFAULT_LOOP_RULE
         self.loop_rule: LoopRule | None = loop_rule
-        self.pending = 0
-        self.stats = {"completed": 0, "cancelled": 0, "skipped": 0, "failed": 0, "looped": 0}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glmtune-generate")
+        self.pending = 0  # queued or generating
+        self.stats = {"completed": 0, "cancelled": 0, "skipped": 0, "failed": 0, "looped": 0, "batches": 0,
+                      "largest_batch": 0, "refused": 0}
+        self._batch_seconds = 0.0  # moving average of a batch's duration, for Retry-After
+        self._lock = threading.Lock()
+        self.queue = JobQueue(max_batch, batch_window_s)
+        self._worker = threading.Thread(target=self._work, name="glmtune-generate", daemon=True)
+        self._worker.start()
+
+    @property
+    def max_batch(self) -> int:
+        """The most requests generated together."""
+        return self.queue.max_batch
 
     @classmethod
     def load(cls, path: str, adapter: str | None = None, model_name: str | None = None, max_new_tokens: int = 512,
-             device: str | None = None) -> Engine:
+             device: str | None = None, **options: Any) -> Engine:
         """Load a model (and adapter) from ``path``: bfloat16 on a GPU, float32 on the CPU."""
         import torch
 
@@ -274,8 +185,14 @@ class Engine:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         tokenizer = load_tokenizer(path)
         model = load_model(path, adapter=adapter, dtype=dtype).to(device)
-        name = model_name or Path(adapter or path).expanduser().resolve().name or "glmtune"
-        return cls(tokenizer, model, model_name=name, max_new_tokens=max_new_tokens)
+        names = default_names(path, adapter)
+        name = model_name or names[0]
+        aliases = [*options.pop("aliases", []), *names]
+        return cls(tokenizer, model, model_name=name, max_new_tokens=max_new_tokens, aliases=aliases, **options)
+
+    def accepts(self, name: str | None) -> bool:
+        """Whether a request's ``model`` names this model (absent means this model too)."""
+        return name is None or name in self.aliases
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         """The prompt ids (conversation + the template's generation prompt) for GLM-4 ``messages``."""
@@ -304,48 +221,83 @@ class Engine:
             repetition_penalty=penalty, seed=request.seed, stop=request.stop_strings(),
         )
 
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely moved on: the waiting batches times a batch's recent duration."""
+        batches_ahead = len(self.queue) / self.max_batch + 1
+        return max(1, math.ceil(self._batch_seconds * batches_ahead))
+
     def submit(self, prompt_ids: list[int], params: GenParams, tool_names: list[str] | None = None,
                request_id: str | None = None) -> Job:
-        """Queue a generation (call from the event loop); raise a 429 error when too many are waiting."""
-        if self.pending >= self.max_pending:
-            raise APIError(429, f"the server is busy ({self.pending} requests queued); try again later",
-                           type_="server_busy", code="server_busy")
-        loop = asyncio.get_running_loop()
-        job = Job(prompt_ids, params, list(tool_names or []), loop, request_id)
-        self.pending += 1
-        future = loop.run_in_executor(self._executor, self._run, job)
-        future.add_done_callback(self._job_done)
+        """Queue a generation (call from the event loop); raise a 429 error when the queue is full.
+
+        ``max_queue`` requests may wait while a batch generates; while none does, a whole batch may gather.
+        """
+        waiting = len(self.queue)
+        generating = self.pending > waiting
+        if waiting >= (self.max_queue if generating else max(self.max_queue, self.max_batch)):
+            self.stats["refused"] += 1
+            raise APIError(429, f"the server is busy: {waiting} requests are waiting (--max-queue "
+                           f"{self.max_queue}); retry after {self.retry_after()} s", type_="server_busy",
+                           code="server_busy", headers={"Retry-After": str(self.retry_after())})
+        job = Job(prompt_ids, params, list(tool_names or []), asyncio.get_running_loop(), request_id)
+        with self._lock:
+            self.pending += 1
+        self.queue.put(job)
         return job
 
-    def _job_done(self, _: Any) -> None:
-        self.pending -= 1
+    def _work(self) -> None:
+        """Worker thread: take batches until the queue closes."""
+        while (batch := self.queue.take()) is not None:
+            started = time.monotonic()
+            try:
+                self._run_batch(batch)
+            except Exception as exc:  # a fault outside generation must not stop the worker: the batch hears of it
+                log.exception("a batch of %d failed", len(batch))
+                for job in batch:
+                    job.post(Event("error", error=exc))
+            finally:
+                with self._lock:
+                    self.pending -= len(batch)
+            took = time.monotonic() - started
+            self._batch_seconds = took if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * took
 
-    def _run(self, job: Job) -> None:
-        """Worker thread: generate one job, posting deltas and then its result."""
-        if job.cancelled.is_set():
-            self.stats["skipped"] += 1
-            job.post(Event("done", result=Result(None, None, "stop", len(job.prompt_ids), 0, cancelled=True)))
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """Generate ``jobs`` together, posting each one's deltas and then its result (or the error)."""
+        live = []
+        for job in jobs:
+            if job.cancelled.is_set():
+                self.stats["skipped"] += 1
+                job.post(Event("done", result=Result(None, None, "stop", len(job.prompt_ids), 0, cancelled=True)))
+            else:
+                live.append(job)
+        if not live:
             return
-        builder = ReplyBuilder(self.tokenizer, self.stop_ids, job.params.max_tokens, job.params.stop,
-                               job.tool_names, self.loop_rule, self.tool_syntax)
-
-        def on_token(token_id: int) -> bool:
-            delta = builder.add(token_id)
-            if delta:
-                job.post(Event("delta", text=delta))
-            return not (builder.finished or job.cancelled.is_set())
-
+        builders = [ReplyBuilder(self.tokenizer, self.stop_ids, job.params.max_tokens, job.params.stop,
+                                 job.tool_names, self.loop_rule, self.tool_syntax) for job in live]
+        self.stats["batches"] += 1
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(live))
+        params = live[0].params
+        params = GenParams(**{**vars(params), "max_tokens": max(job.params.max_tokens for job in live)})
+        for job in live:
+            job.post(Event("start"))
         try:
-            if job.params.seed is not None:
+            if params.seed is not None:
                 import torch
 
-                torch.manual_seed(job.params.seed)
-            self.generate_fn(job.prompt_ids, job.params, on_token)
-            delta = builder.close()
-        except Exception as exc:  # reported to the client; the worker keeps serving others
-            self.stats["failed"] += 1
-            job.post(Event("error", error=exc))
+                torch.manual_seed(params.seed)
+            self.batch_generate_fn([job.prompt_ids for job in live], params,
+                                   [_feeder(job, builder) for job, builder in zip(live, builders, strict=True)])
+            last = [builder.close() for builder in builders]
+        except Exception as exc:  # reported to each client; the worker keeps serving others
+            self.stats["failed"] += len(live)
+            for job in live:
+                job.post(Event("error", error=exc))
             return
+        for job, builder, delta in zip(live, builders, last, strict=True):
+            self._finish(job, builder, delta)
+
+    def _finish(self, job: Job, builder: ReplyBuilder, delta: str) -> None:
+        """Post a job's last delta and its result; count and log it."""
         if delta:
             job.post(Event("delta", text=delta))
         cancelled = job.cancelled.is_set()
@@ -361,48 +313,33 @@ class Engine:
             completion_tokens=builder.num_tokens, cancelled=cancelled, loop=builder.looped,
         )))
 
-    def _hf_generate(self, prompt_ids: list[int], params: GenParams, on_token: Callable[[int], bool]) -> None:
-        """Run ``model.generate`` on one prompt, feeding each new token to ``on_token``."""
-        import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
-
-        class Streamer(BaseStreamer):
-            def __init__(self) -> None:
-                self.seen_prompt = False
-                self.stop = False
-
-            def put(self, value: torch.Tensor) -> None:
-                if not self.seen_prompt:  # generate() first hands over the prompt itself
-                    self.seen_prompt = True
-                    return
-                for tid in value.reshape(-1).tolist():
-                    if not self.stop and not on_token(int(tid)):
-                        self.stop = True
-
-            def end(self) -> None:
-                pass
-
-        streamer = Streamer()
-
-        class StopWhenAsked(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-                return torch.full((input_ids.shape[0],), streamer.stop, dtype=torch.bool, device=input_ids.device)
-
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
-        config = GenerationConfig(
-            max_new_tokens=params.max_tokens, do_sample=params.do_sample, eos_token_id=self.stop_ids,
-            pad_token_id=pad_id, use_cache=True, repetition_penalty=params.repetition_penalty or 1.0,
-            **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if params.do_sample else {}),
-        )
-        device = next(self.model.parameters()).device
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        with torch.inference_mode():
-            self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
-            )
+    def _hf_batch_generate(self, prompts: list[list[int]], params: GenParams, on_tokens: list[OnToken]) -> None:
+        """Batched ``model.generate`` over ``prompts`` (see :func:`~glmtune.serve.batching.hf_batch_generate`)."""
+        hf_batch_generate(self.model, self.tokenizer, self.stop_ids, prompts, params, on_tokens)
 
     def close(self) -> None:
-        """Stop accepting work and let the worker finish its current job."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop taking batches (the running one finishes); jobs still waiting end as cancelled."""
+        for job in self.queue.close():
+            job.cancel()
+            job.post(Event("done", result=Result(None, None, "stop", len(job.prompt_ids), 0, cancelled=True)))
+
+
+def _feeder(job: Job, builder: ReplyBuilder) -> OnToken:
+    """The token callback of one row: build the reply, post deltas, say whether to go on."""
+    def on_token(token_id: int) -> bool:
+        delta = builder.add(token_id)
+        if delta:
+            job.post(Event("delta", text=delta))
+        return not (builder.finished or job.cancelled.is_set())
+
+    return on_token
+
+
+def default_names(path: str, adapter: str | None) -> list[str]:
+    """Names a loaded model answers to: the adapter's or model's folder name first, then the paths as given."""
+    names = []
+    for given in (adapter, path):
+        if given:
+            folder = Path(given).expanduser().resolve().name
+            names += [folder, given.rstrip("/")]
+    return [n for n in dict.fromkeys(names) if n] or ["glmtune"]

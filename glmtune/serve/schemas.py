@@ -62,8 +62,45 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+# OpenAI fields accepted with no effect here: bookkeeping and caching hints that change no reply
+IGNORED_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls",
+                            "safety_identifier", "prompt_cache_key", "prompt_cache_options",
+                            "prompt_cache_retention"})
+# OpenAI fields this server cannot honour: accepted only when absent, null or their "off" value
+UNSUPPORTED_FIELDS = {
+    "response_format": "only {'type': 'text'} is supported (no JSON mode or JSON schema)",
+    "logit_bias": "logit_bias is not supported",
+    "audio": "audio output is not supported",
+    "modalities": "only ['text'] is supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "functions": "the legacy 'functions' are not supported; send 'tools'",
+    "function_call": "the legacy 'function_call' is not supported; send 'tool_choice'",
+    "reasoning_effort": "not supported by this model",
+    "verbosity": "not supported by this model",
+    "moderation": "moderation is not supported",
+    "top_logprobs": "logprobs are not supported",
+}
+OFF_VALUES: dict[str, Any] = {"response_format": {"type": "text"}, "modalities": ["text"]}
+
+
+def check_fields(data: Any) -> None:
+    """Reject (400) unknown top-level fields, and supported-by-OpenAI fields this server cannot honour."""
+    if not isinstance(data, dict):
+        return
+    known = set(ChatCompletionRequest.model_fields) | IGNORED_FIELDS
+    for key, value in data.items():
+        if key in UNSUPPORTED_FIELDS:
+            if value in (None, {}, [], 0, False) or value == OFF_VALUES.get(key):
+                continue
+            raise APIError(400, f"{key}: {UNSUPPORTED_FIELDS[key]}", param=key, code="unsupported_parameter")
+        if key not in known:
+            raise APIError(400, f"Unrecognized request argument supplied: {key}", param=key,
+                           code="unknown_parameter")
+
+
 class ChatCompletionRequest(BaseModel):
-    """``POST /v1/chat/completions`` body; unknown fields are ignored, unsupported values rejected."""
+    """``POST /v1/chat/completions`` body (after :func:`check_fields`); unsupported values are rejected."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -253,8 +290,9 @@ class APIError(Exception):
     """An error the server reports as an OpenAI-style body with ``status``."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.message = message
         self.type = type_

@@ -157,3 +157,14 @@ def derive_syntax(layout: Any, tokenizer: Any) -> ToolSyntax | None:
         if name_key and args_key:
             return ToolSyntax("json", text[:start].strip(), text[end:].strip(), name_key, args_key)
     return None
+
+
+def describe_syntax(layout: Any, tokenizer: Any) -> str:
+    """One line: how ``glmtune serve`` recognises this template's tool calls in generated text."""
+    syntax = derive_syntax(layout, tokenizer)
+    if syntax is None:
+        return "served tool calls: not recognised (serve returns text)"
+    if syntax.kind == "name_line":
+        return "served tool calls: `{name}\\n{json arguments}`"
+    where = f" between {syntax.prefix!r} and {syntax.suffix!r}" if syntax.prefix else ""
+    return f"served tool calls: JSON with keys {syntax.name_key!r}/{syntax.args_key!r}{where}"

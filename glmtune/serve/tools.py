@@ -41,8 +41,28 @@ def tool_names(tools: list[dict[str, Any]]) -> list[str]:
     return [t["function"]["name"] for t in tools if t.get("type") == "function"]
 
 
+def check_tool_messages(request: ChatCompletionRequest) -> None:
+    """Reject (400) a ``tool`` message that does not answer a call of the assistant message just before it."""
+    open_ids: set[str] = set()  # the calls of the latest assistant message, while only tool messages follow
+    for i, message in enumerate(request.messages):
+        if message.role != "tool":
+            open_ids = {c.id for c in message.tool_calls or []} if message.role == "assistant" else set()
+            continue
+        if not open_ids:
+            raise APIError(400, "messages with role 'tool' must be a response to a preceding message with "
+                           "'tool_calls'", param=f"messages.[{i}].role", code="invalid_tool_message")
+        if not message.tool_call_id:
+            raise APIError(400, f"Missing required parameter: 'messages.[{i}].tool_call_id'",
+                           param=f"messages.[{i}].tool_call_id", code="missing_required_parameter")
+        if message.tool_call_id not in open_ids:
+            raise APIError(400, f"'tool_call_id' of '{message.tool_call_id}' not found in 'tool_calls' of the "
+                           "previous assistant message", param=f"messages.[{i}].tool_call_id",
+                           code="invalid_tool_call_id")
+
+
 def glm4_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
     """The request's conversation (and offered tools) as GLM-4 messages for the chat template."""
+    check_tool_messages(request)
     tools = offered_tools(request)
     record: dict[str, Any] = {"messages": [m.model_dump(exclude_none=True) for m in request.messages]}
     if tools:

@@ -21,7 +21,7 @@ from glmtune.data.train_clean import CleanSettings, clean_for_training
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import EncodeResult, encode_conversations
-from glmtune.train.tokenize import iter_conversations, tokenise_file
+from glmtune.train.tokenize import iter_conversations, tokenise_file, trained_tokens_of
 
 Rows = list[dict[str, Any]] | Dataset  # samples: in-memory rows, or Arrow (memory-mapped) with the same columns
 MODEL_INPUTS = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32"))})
@@ -130,7 +130,8 @@ def encode_sources(
         reject_files.append(tok.rejects_file)
         entries.append(tok.path)
         merged.truncated += tok.truncated
-        merged.trained_tokens += tok.trained_tokens
+        # supervised tokens follow the weighted sampling: weight 0.1 keeps a tenth of the file's samples
+        merged.trained_tokens += tok.trained_tokens if source.weight == 1.0 else trained_tokens_of(samples)
         merged.trained_tokens_removed += tok.trained_tokens_removed
         weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
         say(f"  {source.path}: {tok.records} records -> {len(samples)} samples{weight}, {tok.rejected} left out, "
@@ -207,9 +208,11 @@ def encode_sources_loop(
         rejects += bad
         file_rows = [{"input_ids": i, "labels": lab, "source": src}
                      for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
-        rows += weighted(file_rows, source.weight, seed)
+        kept_rows = weighted(file_rows, source.weight, seed)
+        rows += kept_rows
         merged.truncated += encoded.truncated
-        merged.trained_tokens += encoded.trained_tokens
+        merged.trained_tokens += encoded.trained_tokens if source.weight == 1.0 else sum(
+            sum(1 for x in r["labels"] if x != -100) for r in kept_rows)
         merged.trained_tokens_removed += encoded.trained_tokens_removed
         weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
         say(f"  {source.path}: {records} records -> {len(file_rows)} samples{weight}, {len(bad)} left out, "

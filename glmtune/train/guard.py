@@ -32,7 +32,7 @@ class GuardEvent:
     action: str  # "skipped_update", "rolled_back", "restored_snapshot"
     loss: float | None = None
     grad_norm: float | None = None
-    ratio: float | None = None
+    ratio: float | None = None  # loss / average for loss spikes, grad norm / average for grad spikes
     lr_scale: float | None = None
 
 
@@ -96,31 +96,41 @@ class SpikeGuard:
                                      st["loss_avg"])
         st["grad_avg"] = torch.where(good, torch.where(has_avg, beta * st["grad_avg"] + (1 - beta) * norm, norm),
                                      st["grad_avg"])
+        grad_ratio = torch.where(st["grad_avg"] != 0, norm / st["grad_avg"], torch.full_like(norm, float("nan")))
         st["good"] = st["good"] + good.float()
-        self._pending.append(torch.stack([torch.full_like(loss, step), code, loss, norm, ratio]))
+        self._pending.append(torch.stack([torch.full_like(loss, step), code, loss, norm, ratio, grad_ratio]))
         return (~good).float()
 
-    def flush(self) -> list[tuple[int, str, float, float]]:
-        """Read the pending device verdicts in one sync; return the bad steps as (step, kind, loss, grad norm)."""
+    def flush(self) -> list[tuple[int, str, float, float, float | None]]:
+        """Read the pending device verdicts in one sync; return the bad steps as (step, kind, loss, grad norm,
+        ratio to the average the step was judged against)."""
         if not self._pending:
             return []
         rows = torch.stack(self._pending).tolist()
         self._pending = []
         bad = []
-        for step, code, loss, norm, ratio in rows:
+        for step, code, loss, norm, ratio, grad_ratio in rows:
             if code not in (1, 2) and math.isfinite(ratio):
                 self.max_ratio = max(self.max_ratio, ratio)
             if code == 0:
                 self.good_steps += 1
             else:
-                bad.append((int(step), KINDS[int(code)], loss, norm))
+                judged = grad_ratio if code == 4 else ratio
+                bad.append((int(step), KINDS[int(code)], loss, norm, judged if math.isfinite(judged) else None))
         if self._state is not None and self.good_steps:
             self.loss_avg, self.grad_avg = float(self._state["loss_avg"]), float(self._state["grad_avg"])
         return bad
 
-    def record_spike(self, step: int, kind: str, loss: float, grad_norm: float) -> bool:
-        """Log a skipped update; return True when spikes are frequent enough to roll back."""
-        ratio = loss / self.loss_avg if self.loss_avg and math.isfinite(loss) else None
+    def record_spike(self, step: int, kind: str, loss: float, grad_norm: float, ratio: float | None = None) -> bool:
+        """Log a skipped update (once per step); return True when spikes are frequent enough to roll back.
+
+        ``ratio`` is the step's value over the running average it was judged against; without it, it is
+        computed from the current averages (exact on the per-step path, where spikes leave them unchanged).
+        """
+        if any(e.step == step and e.action == "skipped_update" for e in self.events[-self.cfg.window:]):
+            return False  # already recorded (a verdict read back twice); one event per spike
+        if ratio is None:
+            ratio = _ratio(grad_norm, self.grad_avg) if kind == "grad_spike" else _ratio(loss, self.loss_avg)
         self.events.append(GuardEvent(step, kind, "skipped_update", _num(loss), _num(grad_norm), ratio))
         self.recent_spikes = [s for s in self.recent_spikes if step - s < self.cfg.window] + [step]
         return len(self.recent_spikes) >= self.cfg.max_spikes
@@ -172,6 +182,10 @@ class SpikeGuard:
 
 
 KINDS = {1: "nan_loss", 2: "nan_grad", 3: "loss_spike", 4: "grad_spike"}
+
+
+def _ratio(value: float, average: float | None) -> float | None:
+    return value / average if average and math.isfinite(value) else None
 
 
 def _num(x: float) -> float | None:

@@ -28,13 +28,18 @@ MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are
 
 @dataclass
 class DataStats:
-    """What the planner needs to know about the training data."""
+    """What the planner needs to know about the training data, counted after weighted sampling."""
 
     samples: int
     trained_tokens: int
     total_tokens: int
     max_tokens: int = 0
     lengths: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.total_tokens and self.trained_tokens > self.total_tokens:
+            raise ValueError(f"{self.trained_tokens} supervised tokens cannot exceed {self.total_tokens} tokens: "
+                             "both must be counted over the same (weighted) samples")
 
     def pad_fraction(self, batch: int) -> float:
         """Share of padding when samples are batched in their file order with ``batch`` per micro-batch."""
@@ -263,12 +268,28 @@ def rule_targets(n: int, params: int, method: str) -> tuple[Any, str]:
     return ["q_proj", "k_proj", "v_proj"], "official GLM-4 targets (q/k/v) for small and mid-sized data"
 
 
-def rule_rank(trained_tokens: int) -> tuple[int, str]:
-    """LoRA rank grows with the amount of supervised signal."""
+def rule_rank(trained_tokens: int, total_tokens: int = 0) -> tuple[int, str]:
+    """LoRA rank grows with the amount of supervised signal (counted after weighted sampling)."""
+    of = f" (of {total_tokens:,} tokens in the weighted training samples)" if total_tokens else ""
     for limit, r in ((20_000, 8), (200_000, 16), (2_000_000, 32)):
         if trained_tokens < limit:
-            return r, f"{trained_tokens:,} supervised tokens < {limit:,}"
-    return 64, f"{trained_tokens:,} supervised tokens >= 2,000,000"
+            return r, f"{trained_tokens:,} supervised tokens{of} < {limit:,}"
+    return 64, f"{trained_tokens:,} supervised tokens{of} >= 2,000,000"
+
+
+def rule_eval_steps(steps: int, target: int = 20) -> tuple[int, str]:
+    """Evaluate about ``target`` times; the reason states how many evaluations the run really makes."""
+    every = max(1, steps // target)
+    runs = steps // every
+    return every, f"every {every} step(s): {runs} evaluations over {steps} steps (aiming for about {target})"
+
+
+def rule_patience(eval_steps: int, steps: int, patience: int = 5) -> tuple[int, str]:
+    """Early-stopping patience in evaluations; the reason gives the steps and share of the run it waits."""
+    wait = patience * eval_steps
+    share = f"{min(wait, steps) / max(steps, 1):.0%} of the {steps}-step run"
+    return patience, (f"{patience} evaluations without a better validation loss: {wait} steps at eval_steps "
+                      f"{eval_steps}, {share}")
 
 
 def rule_lr(method: str, params: int, n: int) -> tuple[float, str]:
@@ -327,7 +348,7 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     n_train = max(1, n - val)
     if cfg.peft.method == "lora":
         decide(lora, "target_modules", "peft.lora.target_modules", rule_targets(n_train, params, cfg.peft.method))
-        r = decide(lora, "r", "peft.lora.r", rule_rank(stats.trained_tokens))
+        r = decide(lora, "r", "peft.lora.r", rule_rank(stats.trained_tokens, stats.total_tokens))
         decide(lora, "alpha", "peft.lora.alpha", (max(32, 2 * r), "max(32, 2r): the official scale of 4 at r=8"))
         decide(lora, "dropout", "peft.lora.dropout",
                (0.1 if n_train < 1000 else 0.05, f"{n_train} samples: " +
@@ -392,11 +413,8 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
            ((5.0, "small data on a real model: NEFTune noise (alpha 5) against memorising phrasing")
             if n_train < 5000 else (0.0, f"{n_train} samples: enough data, no noise needed")))
     has_val = has_eval_file or val > 0
-    evals = 20
-    decide(t, "eval_steps", "training.eval_steps",
-           (max(1, steps // evals), f"about {evals} evaluations over {steps} steps"))
-    decide(t, "patience", "training.patience",
-           (5, "5 evaluations (a quarter of the run) without a better validation loss"))
+    every = decide(t, "eval_steps", "training.eval_steps", rule_eval_steps(steps))
+    decide(t, "patience", "training.patience", rule_patience(int(every), steps))
     if t.early_stopping and not has_val:
         t.early_stopping = False
         plan.items.append(PlanItem("training.early_stopping", False, "no validation data: cannot stop early", "auto"))

@@ -19,7 +19,8 @@ from glmtune.layout import get_layout
 from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, rewrite_tool_prompt
 from glmtune.layout.verify import verify_layout
 from glmtune.models import load_model, load_tokenizer, quiet_peft
-from glmtune.train.callbacks import JsonlLogCallback, ProgressBarCallback
+from glmtune.progress import generation_progress
+from glmtune.train.callbacks import STEPS_FILE, JsonlLogCallback, ProgressBarCallback, StepLog
 from glmtune.train.checkpoint import clean_partial
 from glmtune.train.checkpointing import enable_checkpointing
 from glmtune.train.collate import collator, mask_free
@@ -382,9 +383,10 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     if data.identity_replay is True and config.identity.name and not stream:
         from glmtune.train.identity_replay import identity_replay_rows
 
-        renamed = identity_replay_rows(
-            model, tokenizer, layout, train_enc.conversations, config.identity.name, config.identity.author,
-            held_out, data.max_length, data.truncation, out if main else None, say)
+        with generation_progress(model, None, "identity replay: drafting"):
+            renamed = identity_replay_rows(
+                model, tokenizer, layout, train_enc.conversations, config.identity.name, config.identity.author,
+                held_out, data.max_length, data.truncation, out if main else None, say)
     replayed: int | None = None  # self-replay samples the base model answered (None: self-replay not run)
     if float(data.self_replay) > 0 and not stream:
         from glmtune.train.self_replay import self_replay_rows
@@ -398,6 +400,13 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         replayed = len(replay_rows)
         extra += replay_rows
     extra += renamed
+    if main:
+        from glmtune.report.data import record_run_data
+
+        record_run_data(out, config, train_enc, eval_enc, {
+            "training": len(train_rows) if not stream else None, "validation": len(val_rows),
+            "replay": len(picked or []), "self_replay": replayed, "identity_replay": len(renamed),
+            "other_extra": len(extra_train_samples or [])}, stream is not None)
     train_dataset = train_rows if stream else to_dataset(train_rows, picked, extra)
     enable_checkpointing(model, config.training.gradient_checkpointing, say)
     from transformers import set_seed
@@ -410,9 +419,17 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     say(f"model: {params:,} parameters, {trainable:,} trainable ({config.peft.method})")
 
     log = JsonlLogCallback(out / "log.jsonl", append=checkpoint is not None or not main)
+    steps_log = StepLog(out / STEPS_FILE, append=checkpoint is not None) if main else None
+    bar = ProgressBarCallback()
+
+    def on_steps(rows: list[dict]) -> None:
+        if steps_log is not None:
+            steps_log.write(rows)
+        bar.show_steps(rows)
+
     guard = SpikeGuard(config.stability) if config.stability.enabled else None
     has_eval = bool(val_rows)
-    callbacks: list[Any] = [log, ProgressBarCallback()]
+    callbacks: list[Any] = [log, bar]
     if has_eval and config.training.early_stopping:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=int(config.training.patience)))
     from glmtune.train.trainer import GuardedTrainer
@@ -427,6 +444,7 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
         callbacks=callbacks,
         guard=guard,
         on_event=log.write if main else None,
+        on_steps=on_steps if main else None,
         checkpoint_files={"config.yaml": yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False,
                                                         allow_unicode=True),
                           FINGERPRINT: json.dumps(current, indent=1)},
@@ -449,6 +467,9 @@ def train(config: GlmtuneConfig, say: Any = print, extra_train_samples: list[dic
     tokenizer.save_pretrained(str(out))
     save_stop_ids(config.model.name_or_path, layout.stop_ids, tokenizer.pad_token_id, out)
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    from glmtune.report.card import write_run_card
+
+    write_run_card(out, config.model.name_or_path, config.peft.method)  # not PEFT's empty template
     losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     summary = {
         "steps": trainer.state.global_step,

@@ -24,6 +24,7 @@ from glmtune.data.identity_guard import OLD_NAMES
 from glmtune.eval.degeneration import has_loop
 from glmtune.infer.generate import generate_replies, generation_mode, left_pad, split_reply
 from glmtune.layout.base import ChatLayout, render
+from glmtune.progress import generation_progress
 
 SENTINEL = "\u2063glmtune-self-replay\u2063"
 PROMPT_TOKENS = 64
@@ -155,8 +156,9 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
                 continue
             seen.add(prompt)
             prompts.append(prompt)
-        replies = generate_replies(model, tokenizer, layout, [[{"role": "user", "content": p}] for p in prompts],
-                                   max_new_tokens=REPLY_TOKENS, batch_size=BATCH, loop_rule=None)
+        with generation_progress(model, len(prompts), "self-replay: answering prompts"):
+            replies = generate_replies(model, tokenizer, layout, [[{"role": "user", "content": p}] for p in prompts],
+                                       max_new_tokens=REPLY_TOKENS, batch_size=BATCH, loop_rule=None)
         before = len(result.conversations)
         for prompt, reply in zip(prompts, replies):
             reason = ("reply did not stop" if reply.finish_reason != "stop" else
@@ -176,7 +178,9 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
         drafts = given[:count * OVERSAMPLE]
         sampling = source in ("auto", "model")
         wanted = min(SAMPLE_ROUND, count * OVERSAMPLE - len(drafts)) if sampling else 0
-        drafts += sample_prompts(model, tokenizer, wanted, seed) if wanted > 0 else []
+        if wanted > 0:
+            with generation_progress(model, wanted, "self-replay: sampling prompts", "prompt"):
+                drafts += sample_prompts(model, tokenizer, wanted, seed)
         kept = judge(drafts)
         rounds = 1
         # Sample more in rounds while the model's own prompts are worth it: an untrained or poor writer of
@@ -184,7 +188,8 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
         while (sampling and wanted > 0 and len(result.conversations) < count and kept > 0
                and kept >= MIN_KEEP * len(drafts)):
             wanted = min(SAMPLE_ROUND, (count - len(result.conversations)) * OVERSAMPLE)
-            drafts = sample_prompts(model, tokenizer, wanted, seed + rounds)
+            with generation_progress(model, wanted, f"self-replay: sampling prompts (round {rounds + 1})", "prompt"):
+                drafts = sample_prompts(model, tokenizer, wanted, seed + rounds)
             kept, rounds = judge(drafts), rounds + 1
     random.Random(seed).shuffle(result.conversations)
     return result

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value, concatenate_datasets
+from tqdm.auto import tqdm
 
 from glmtune.config.schema import DataSource
 from glmtune.data.cache import cache_key, code_fingerprint, file_sha256, mark_used
@@ -136,11 +137,13 @@ def build_entry(tmp: Path, source: DataSource, layout: ChatLayout, combine: bool
                 clean: CleanSettings | None = None) -> None:
     """Read, check and encode ``source`` into the folder ``tmp``; ``meta.json`` is written last."""
     fmt, records = stream_read(source.path, None if source.format == "auto" else source.format)
-    counts = write_conversations(records, values, tmp, TrainingCleaner(clean) if clean else None)
+    main = int(os.environ.get("RANK", "0")) == 0  # progress on rank 0 only, like the training bar
+    with tqdm(records, desc=f"reading {source.path}", unit=" records", disable=not main, leave=False) as bar:
+        counts = write_conversations(bar, values, tmp, TrainingCleaner(clean) if clean else None)
     convs = Dataset.from_file(str(tmp / "conversations.arrow"))
     procs = resolve_num_proc(num_proc, len(convs))
     if len(convs):
-        quiet = len(convs) < SMALL_DATA and datasets.is_progress_bar_enabled()
+        quiet = not main and datasets.is_progress_bar_enabled()
         if quiet:
             datasets.disable_progress_bars()
         try:
@@ -244,6 +247,15 @@ def load_entry(entry: Path, cache_hit: bool) -> Tokenised:
                      meta["truncated"], meta["trained"], meta["removed"], entry / "rejects.jsonl", entry, cache_hit,
                      clean_summary(meta.get("repairs", {}), meta.get("duplicates", 0), meta.get("conflicts", 0)),
                      meta.get("duplicates", 0))
+
+
+def trained_tokens_of(samples: Dataset) -> int:
+    """Supervised tokens (labels other than -100) of ``samples``, index mappings (weighting, kept rows) included."""
+    total = 0
+    for batch in samples.select_columns(["labels"]).with_format("arrow").iter(batch_size=WRITE_BATCH):
+        flat = pc.list_flatten(batch.column("labels"))
+        total += int(pc.sum(pc.not_equal(flat, -100).cast(pa.int64())).as_py() or 0)
+    return total
 
 
 def iter_conversations(convs: Dataset) -> Iterator[Conversation]:

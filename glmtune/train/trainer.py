@@ -8,6 +8,10 @@ With a fused AdamW (transformers' default optimizer on torch >= 2.8) the guard c
 its verdict is a device tensor handed to the optimizer as ``found_inf``, which skips the update on the device,
 and the verdicts are read back in one batch every ``logging_steps``, where events are logged and rollbacks
 and snapshots happen. Any other optimizer gets the per-step check (one host sync per optimiser step).
+
+Every optimiser step's loss, pre-clip gradient norm and learning rate are kept as device tensors and read back
+on the same cadence (``readback_every``: every step on runs of at most ``SMALL_RUN_STEPS`` steps, else every
+``logging_steps``), then handed to ``on_steps``: the per-step curves of the report and the progress bar.
 """
 
 from __future__ import annotations
@@ -30,12 +34,22 @@ from glmtune.train.chunked_loss import chunked_lm_loss, output_head
 from glmtune.train.guard import GuardEvent, SpikeGuard, weights_finite
 from glmtune.train.unlikelihood import unlikelihood_loss
 
+SMALL_RUN_STEPS = 1000  # runs this short read every step back (one host sync per step) for curves and the bar
+
+
+def readback_every(max_steps: int, logging_steps: float) -> int:
+    """Steps between read-backs of per-step values and guard verdicts: 1 on small runs, else ``logging_steps``."""
+    if 0 < max_steps <= SMALL_RUN_STEPS:
+        return 1
+    return max(1, int(logging_steps))
+
 
 class GuardedTrainer(Trainer):
     """A Trainer whose every optimiser step is judged by a ``SpikeGuard`` (when one is given)."""
 
     def __init__(self, *args: Any, guard: SpikeGuard | None = None,
                  on_event: Callable[[dict], None] | None = None,
+                 on_steps: Callable[[list[dict]], None] | None = None,
                  checkpoint_files: dict[str, str] | None = None, suppress_ids: list[int] | None = None,
                  suppress_weight: float = 0.0, chunked_loss: bool = False, anchor_weight: float = 0.0,
                  causal_padding: bool = False, **kwargs: Any) -> None:
@@ -52,7 +66,9 @@ class GuardedTrainer(Trainer):
             guard = None  # the engine owns clipping and the optimizer step; the guard cannot skip inside it
         self.guard = guard
         self.on_event = on_event
+        self.on_steps = on_steps  # receives [{"step", "loss", "grad_norm", "learning_rate"}] at each read-back
         self._step_loss: torch.Tensor | None = None
+        self._steps_pending: list[tuple[int, Any, Any, float | None]] = []
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -105,19 +121,59 @@ class GuardedTrainer(Trainer):
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
         """Run the usual step and remember its (accumulation-scaled) loss for the guard."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.guard is not None:
-            self._step_loss = loss.detach() if self._step_loss is None else self._step_loss + loss.detach()
+        self._step_loss = loss.detach() if self._step_loss is None else self._step_loss + loss.detach()
         return loss
 
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        step = self.state.global_step + 1
+        self._steps_pending.append((step, self._step_loss, grad_norm, self._current_lr()))
         if self.guard is not None:
+            if not self.guard.has_snapshot():  # the weights before the first judged update: always a rollback target
+                self.guard.snapshot(self.model, self.optimizer)
             fused = self._fused_optimizer()
             if fused is not None and isinstance(grad_norm, torch.Tensor) and self._step_loss is not None:
                 self._judge_on_device(fused, grad_norm)
             else:
                 self._judge_step(grad_norm)
+        self._step_loss = None
+        if step % readback_every(self.state.max_steps, self.args.logging_steps) == 0:
+            self.flush_guard()
+            self.flush_steps()
         return grad_norm
+
+    def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        logged = self._globalstep_last_logged
+        super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+        if self._globalstep_last_logged != logged:
+            # transformers resets the window with ``tr_loss -= tr_loss``, which keeps a NaN step's NaN in every
+            # later logged loss; the guard skipped that step, so the next window starts from zero again
+            tr_loss.zero_()
+
+    def _current_lr(self) -> float | None:
+        """The learning rate this optimiser step uses (the scheduler steps after the optimizer)."""
+        try:
+            return float(self._get_learning_rate())
+        except (AttributeError, IndexError, RuntimeError, TypeError):
+            return None
+
+    def flush_steps(self) -> None:
+        """Read the pending per-step losses and gradient norms back (one host sync; the loss averaged over
+        processes like the Trainer's logged loss) and hand them to ``on_steps``. Every rank calls it together."""
+        pending, self._steps_pending = self._steps_pending, []
+        if not pending:
+            return
+        device = self.args.device
+        losses = torch.stack([_scalar(loss, device) for _, loss, _, _ in pending])
+        if self.args.world_size > 1:
+            losses = self.accelerator.reduce(losses, reduction="mean")
+        norms = torch.stack([_scalar(norm, device) for _, _, norm, _ in pending])
+        if self.on_steps is None:
+            return
+        values = torch.stack([losses, norms]).tolist()
+        self.on_steps([{"step": step, "loss": loss, "grad_norm": norm if raw is not None else None,
+                        "learning_rate": lr}
+                       for (step, _, raw, lr), loss, norm in zip(pending, values[0], values[1])])
 
     def _fused_optimizer(self) -> Any:
         """The underlying torch optimizer when it can skip an update from a device flag (fused Adam/AdamW)."""
@@ -130,9 +186,6 @@ class GuardedTrainer(Trainer):
         assert guard is not None and self._step_loss is not None
         step = self.state.global_step + 1
         optimizer.found_inf = guard.judge_tensor(step, self._step_loss, grad_norm)
-        self._step_loss = None
-        if step % max(1, int(self.args.logging_steps)) == 0:
-            self.flush_guard()
 
     def flush_guard(self) -> None:
         """Read the guard's pending verdicts (one host sync): log events, roll back, take snapshots."""
@@ -142,9 +195,8 @@ class GuardedTrainer(Trainer):
         before = guard.good_steps
         spikes = guard.flush()
         rolled = False
-        for step, kind, loss, norm in spikes:
-            rollback_due = guard.record_spike(step, kind, loss, norm)
-            self._emit(guard.events[-1])
+        for step, kind, loss, norm, ratio in spikes:
+            rollback_due = self._record(step, kind, loss, norm, ratio)
             if rollback_due and guard.has_snapshot():
                 self._rollback(step)
                 rolled = True
@@ -157,6 +209,7 @@ class GuardedTrainer(Trainer):
         guard = self.guard
         assert guard is not None
         guard.restore(self.model, self.optimizer)
+        self.model.zero_grad(set_to_none=True)  # gradients of the abandoned weights must not reach the restored ones
         guard.lr_scale *= guard.cfg.lr_backoff
         scheduler = self.lr_scheduler
         if hasattr(scheduler, "base_lrs"):
@@ -174,17 +227,24 @@ class GuardedTrainer(Trainer):
         step = self.state.global_step + 1
         loss = float(self._step_loss) if self._step_loss is not None else float("nan")
         norm = float(grad_norm) if grad_norm is not None else 0.0
-        self._step_loss = None
         kind = guard.judge(step, loss, norm)
         if kind is None:
-            if guard.good_steps == 1 or guard.good_steps % guard.cfg.snapshot_every == 0:
+            if guard.good_steps % guard.cfg.snapshot_every == 0:
                 guard.snapshot(self.model, self.optimizer)
             return
         self.model.zero_grad(set_to_none=True)  # the optimizer skips parameters without gradients
-        rollback_due = guard.record_spike(step, kind, loss, norm)
-        self._emit(guard.events[-1])
-        if rollback_due and guard.has_snapshot():
+        if self._record(step, kind, loss, norm, None) and guard.has_snapshot():
             self._rollback(step)
+
+    def _record(self, step: int, kind: str, loss: float, norm: float, ratio: float | None) -> bool:
+        """Record one spike with the guard and log it (once); True when a rollback is due."""
+        guard = self.guard
+        assert guard is not None
+        count = len(guard.events)
+        rollback_due = guard.record_spike(step, kind, loss, norm, ratio)
+        if len(guard.events) > count:
+            self._emit(guard.events[-1])
+        return rollback_due
 
     def _emit(self, event: GuardEvent) -> None:
         if self.on_event is not None:
@@ -193,6 +253,7 @@ class GuardedTrainer(Trainer):
 
     def final_check(self) -> None:
         """Never end with non-finite weights: restore the last good snapshot if needed."""
+        self.flush_steps()
         guard = self.guard
         if guard is None:
             return
@@ -275,3 +336,10 @@ class GuardedTrainer(Trainer):
         path = Path(checkpoint) / ckpt.GUARD_STATE
         if path.is_file():
             self.guard.load_state_dict(torch.load(path, weights_only=True))
+
+
+def _scalar(value: Any, device: Any) -> torch.Tensor:
+    """A 0-d float tensor on ``device`` from a tensor, a number, or None (NaN)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().reshape(()).to(device)
+    return torch.tensor(float("nan") if value is None else float(value), device=device)

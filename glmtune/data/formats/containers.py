@@ -6,24 +6,15 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glmtune.data.encoding import ICONV_HINT, gbk_reading, mark_mojibake
+from glmtune.data.formats.item import Item
 from glmtune.errors import DataError
 
 # Columns that hold JSON when they come from a flat table (CSV cells, parquet string columns).
 JSON_COLUMNS = ("messages", "conversations", "history")
-
-
-@dataclass
-class Item:
-    """One raw record: ``record`` when it parsed, else ``error`` = (code, reason); ``raw`` is what was read."""
-
-    source: str
-    record: Any = None
-    raw: Any = None
-    error: tuple[str, str] | None = None
 
 
 def read_items(path: str | Path) -> list[Item]:
@@ -43,8 +34,8 @@ def iter_items(path: str | Path) -> Iterator[Item]:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     if reader is read_jsonl:
-        return iter_jsonl(path)
-    return iter(reader(path))
+        return mark_mojibake(iter_jsonl(path))
+    return mark_mojibake(reader(path))
 
 
 def read_jsonl(path: Path) -> list[Item]:
@@ -60,7 +51,7 @@ def iter_jsonl(path: Path) -> Iterator[Item]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                reason = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                reason = f"not valid UTF-8 ({exc.reason} at byte {exc.start})" + _encoding_hint(raw)
                 yield Item(source, raw=raw.decode("utf-8", errors="replace"), error=("bad_encoding", reason))
                 continue
             if lineno == 1:
@@ -178,8 +169,17 @@ def _decode(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+        raise DataError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start}){_encoding_hint(data)}; "
                         "save the file as UTF-8") from None
+
+
+def _encoding_hint(raw: bytes) -> str:
+    """``; the bytes read as GBK: '...'`` when they do, so the message names the file's real encoding."""
+    text = gbk_reading(raw)
+    if text is None:
+        return ""
+    text = text.strip()
+    return f"; the bytes read as GBK: {text[:40]!r}{'...' if len(text) > 40 else ''}; {ICONV_HINT}"
 
 
 READERS: dict[str, Callable[[Path], list[Item]]] = {
