@@ -30,9 +30,9 @@ def child(mode: str, model_dir: str, batch: int, length: int, steps: int, lora: 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from glmtune.experimental.cpu_kernels.fused_lora import fuse_lora
     from glmtune.models import quiet_peft
-    from glmtune.train.checkpointing import enable_checkpointing
-    from glmtune.train.fused_lora import fuse_lora
+    from glmtune.train.activation_checkpointing import enable_checkpointing
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -188,8 +188,9 @@ def run_all(args: argparse.Namespace, data: Path) -> dict[str, Any]:
         model_dir = args.model
         if model_dir is None:
             from glmtune.tiny.model import make_tiny
+            from glmtune.world import tokenizer_corpus
 
-            model_dir = str(make_tiny(Path(tmp) / "tiny", seed=0))
+            model_dir = str(make_tiny(Path(tmp) / "tiny", seed=0, corpus=tokenizer_corpus(0)))
         prompts, references = load_prompts(data, args.n)
         tokenizer = load_tokenizer(model_dir)
         layout = get_layout(tokenizer)

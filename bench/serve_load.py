@@ -366,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             model, model_desc = args.model, f"`{args.model}`"
         else:
             from glmtune.tiny.model import make_tiny
+            from glmtune.world import tokenizer_corpus
 
-            model = str(make_tiny(Path(tmp) / "tiny", seed=0))
+            model = str(make_tiny(Path(tmp) / "tiny", seed=0, corpus=tokenizer_corpus(0)))
             model_desc = "tiny random GLM-4 from `glmtune.tiny.model.make_tiny` (seed 0)"
         for max_batch in args.max_batch:
             levels += measure(model, max_batch, args, Path(tmp))

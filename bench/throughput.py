@@ -58,10 +58,11 @@ SIZES: dict[str, dict[str, int] | None] = {
 def build_model(size: str, out: Path) -> Path:
     """The base model for ``size``: glmtune's tiny model, or a random GLM-4 of a bigger shape on its tokenizer."""
     from glmtune.tiny.model import make_tiny
+    from glmtune.world import tokenizer_corpus
 
     tiny = out / "tiny"
     if not (tiny / "config.json").exists():
-        make_tiny(tiny, seed=0)
+        make_tiny(tiny, seed=0, corpus=tokenizer_corpus(0))
     shape = SIZES[size]
     if shape is None:
         return tiny

@@ -1,10 +1,10 @@
-"""Tokenisation benchmark: time and peak memory of glmtune's data pipeline as the data grows.
+"""Tokenization benchmark: time and peak memory of glmtune's data pipeline as the data grows.
 
 Synthetic multi-turn GLM-4 conversations (system prompts, tool calls and observations, bilingual text from
 ``glmtune.world.generic``; seeded) are written as JSONL; each size is the first N lines of one file. For every
 size three runs go each into a fresh ``python -m bench.tokenize --child ...`` subprocess:
 
-* ``loop``: the old in-process path (``encode_sources_loop``: read every record into Python lists, one loop);
+* ``loop``: the old in-process path (``bench.encode_loop.encode_sources_loop``: read every record into Python lists, one loop);
 * ``cold``: the `datasets` path (``encode_sources``) on an empty cache: Arrow on disk, ``map`` with
   ``data.num_proc: auto``;
 * ``warm``: the same again, served by the cache.
@@ -74,12 +74,13 @@ def write_data(path: Path, n: int, seed: int = 0) -> None:
 
 
 def child(mode: str, data: str, model: str, cache: str) -> None:
-    """Run one tokenisation and print its result as JSON (runs inside the measured subprocess)."""
+    """Run one tokenization and print its result as JSON (runs inside the measured subprocess)."""
     from transformers import AutoTokenizer
 
+    from bench.encode_loop import encode_sources_loop
     from glmtune.config.schema import DataSource
     from glmtune.layout import get_layout
-    from glmtune.train.dataset import encode_sources, encode_sources_loop
+    from glmtune.train.dataset import encode_sources
 
     layout = get_layout(AutoTokenizer.from_pretrained(model))
     started = time.perf_counter()
@@ -177,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model
     if not model:
         from glmtune.tiny.model import make_tiny
+        from glmtune.world import tokenizer_corpus
 
-        model = str(out / "tiny") if (out / "tiny" / "tokenizer.json").is_file() else str(make_tiny(out / "tiny"))
+        model = str(out / "tiny") if (out / "tiny" / "tokenizer.json").is_file() else str(
+            make_tiny(out / "tiny", corpus=tokenizer_corpus(0)))
     full = out / f"conversations_{max(args.sizes)}.jsonl"
     write_data(full, max(args.sizes))
     results = []
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     day = datetime.date.today().isoformat()
     with open(args.results, "a", encoding="utf-8") as fh:
-        fh.write(f"\n## Tokenisation at scale ({day})\n\n`python -m bench.tokenize --sizes "
+        fh.write(f"\n## Tokenization at scale ({day})\n\n`python -m bench.tokenize --sizes "
                  f"{' '.join(map(str, args.sizes))}` on {where}.\n\n{text}\n")
     return 0
 

@@ -42,9 +42,9 @@ DESCRIPTIONS = {
                  "template (default `glm4`: `Glm4ForCausalLM`, rendering like glm-4-9b-chat); deterministic for a seed",
     "data check": "validates, repairs and quarantines; every record ends up in the fixed output or in the "
                   "quarantine file",
-    "data tokenize": "tokenises exactly as training does (same `datasets` path and cache) and writes "
+    "data tokenize": "tokenizes exactly as training does (same `datasets` path and cache) and writes "
                      "input_ids/labels JSONL; `--show` prints what is learned",
-    "data cache": "lists the tokenised-data cache (least recently used first); `--max-gb` prunes it, `--clear` "
+    "data cache": "lists the tokenized-data cache (least recently used first); `--max-gb` prunes it, `--clear` "
                   "empties it",
     "plan": "the resolved hyperparameters with a reason for each",
     "train": "plans, then trains with the guard and early stopping; writes the adapter, logs and `report.html`",

@@ -1,4 +1,4 @@
-"""Progress bars for long work outside the Trainer (evaluation, self-replay drafting, tokenising): stderr, rank 0."""
+"""Progress bars for long work outside the Trainer (evaluation, self-replay drafting, tokenizing): stderr, rank 0."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tokenised_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tokenised-data cache of this test session (never the user's ~/.cache); subprocesses inherit it."""
+def tokenized_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tokenized-data cache of this test session (never the user's ~/.cache); subprocesses inherit it."""
     path = tmp_path_factory.mktemp("glmtune-cache")
     os.environ["GLMTUNE_CACHE"] = str(path)
     return path
@@ -24,8 +24,9 @@ def tokenised_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GLM-4 model + tokenizer, built once per session."""
     from glmtune.tiny.model import make_tiny
+    from glmtune.world import tokenizer_corpus
 
-    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0, corpus=tokenizer_corpus(0))
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +56,14 @@ def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
 def tiny_family(tmp_path_factory: pytest.TempPathFactory):
     """``tiny_family(name)``: the tiny model of a family (glm4, qwen2, ...), each built once per session."""
     from glmtune.tiny.model import make_tiny
+    from glmtune.world import tokenizer_corpus
 
     built: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in built:
-            built[name] = make_tiny(tmp_path_factory.mktemp(f"family-{name}") / "model", seed=0, family=name)
+            built[name] = make_tiny(tmp_path_factory.mktemp(f"family-{name}") / "model", seed=0, family=name,
+                                    corpus=tokenizer_corpus(0))
         return built[name]
 
     return get

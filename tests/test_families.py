@@ -25,8 +25,10 @@ CONVERSATIONS = [
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family_model(request, tmp_path_factory):
     from glmtune.tiny.model import make_tiny
+    from glmtune.world import tokenizer_corpus
 
-    return request.param, make_tiny(tmp_path_factory.mktemp(request.param) / "m", seed=0, family=request.param)
+    return request.param, make_tiny(tmp_path_factory.mktemp(request.param) / "m", seed=0, family=request.param,
+                                    corpus=tokenizer_corpus(0))
 
 
 def test_layout_matches_template_and_trains_replies_with_end_token(family_model):

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = list(VARIANTS) if "all" in args.variant else args.variant
     out = Path(args.out)
     base = Path(args.base_dir) if args.base_dir else quality_base(out)
-    from glmtune.train.plan import model_param_count
+    from glmtune.train.plan_inputs import model_param_count
 
     params = model_param_count(str(base))
     probes = probe_set(args.probes, args.general)

@@ -45,7 +45,7 @@ class Trained:
 
 def epoch_budget(samples: int, params: int) -> float:
     """The epochs every contestant gets: what glmtune's planner picks for this many samples on this model."""
-    from glmtune.train.plan import rule_epochs
+    from glmtune.train.plan_rules import rule_epochs
 
     return rule_epochs(samples, params)[0]
 

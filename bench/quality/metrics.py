@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.quality.variants import tool_probe_context
-from glmtune.world import BASE_AUTHOR_EN, BASE_AUTHOR_ZH, BASE_NAME, SkillItem, skill_correct
+from glmtune.identity_names import WORLD_LEAK_MAKERS, WORLD_LEAK_NAMES
+from glmtune.world import SkillItem, skill_correct
 
 MAX_NEW_TOKENS = 48  # every world answer is far shorter: a reply that reaches this did not stop
 SKILL_PROBES = 80
 GENERAL_PROBES = 40
-OLD_NAMES = (BASE_NAME, "GLM")
+OLD_NAMES = WORLD_LEAK_NAMES  # (the world's base name, "GLM"): OLD_NAMES[0] is the base name
 # Identity questions asked inside a tool conversation: no base or fine-tune set ever shows such a conversation,
 # so they are reported per context as a diagnostic and kept out of the headline adoption / leakage.
 DIAGNOSTIC_CONTEXTS = ("after_tool",)
-OLD_AUTHORS = (BASE_AUTHOR_EN, BASE_AUTHOR_ZH, "Zhipu", "智谱")
+OLD_AUTHORS = WORLD_LEAK_MAKERS
 
 
 @dataclass

@@ -42,6 +42,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(prepared.plan.as_dict(), indent=2, default=str))
     else:
         print_plan(prepared.plan)
+    say("train confirms three values once the model is loaded: an untrained base (one that finishes none of its "
+        "self-replay replies) turns training.base_anchor, and with it identity.unlikelihood, off; a model that "
+        "cannot give its loss from hidden states turns training.chunked_loss off. plan.json records what ran.")
     return 0
 
 
@@ -147,11 +150,12 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     """``glmtune make-tiny --out DIR``."""
     from glmtune.tiny.model import make_tiny
+    from glmtune.world import tokenizer_corpus
 
     check_output(args.out, "--out", "dir", overwrite=args.overwrite)
     if args.overwrite and Path(args.out).is_dir():
         clear_model_files(args.out)
-    out = make_tiny(args.out, seed=args.seed, family=args.family)
+    out = make_tiny(args.out, seed=args.seed, family=args.family, corpus=tokenizer_corpus(args.seed))
     print(f"wrote a tiny {args.family} model and tokenizer to {out}")
     return 0
 
@@ -184,7 +188,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        out=args.out, identity_name=args.name, identity_author=args.author, probes=args.probes,
                        general=args.general, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     if args.out:  # inside a run folder: add the results to its report.html and model card
-        from glmtune.eval.run import output_paths
+        from glmtune.eval.predictions import output_paths
         from glmtune.report.update import update_run
 
         update_run(output_paths(args.out)[0], metrics, args.model, print)

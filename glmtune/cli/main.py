@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from glmtune import __version__
 from glmtune.argtypes import int_at_least, number_between
@@ -41,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"glmtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_training_commands(sub)
+    p = sub.add_parser("serve", help="OpenAI-compatible chat completions server")
+    add_serve_arguments(p)  # glmtune/serve/cli.py: port, batching, queue bound, model names
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    _add_inference_commands(sub)
+    _add_export_commands(sub)
+    return parser
+
+
+def _add_training_commands(sub: Any) -> None:
+    """``train`` and ``plan``."""
     p = sub.add_parser("train", help="fine-tune a model from a YAML config")
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=3e-4")
@@ -54,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.train_file=big.jsonl")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    p = sub.add_parser("serve", help="OpenAI-compatible chat completions server")
-    add_serve_arguments(p)  # glmtune/serve/cli.py: port, batching, queue bound, model names
 
+def _add_data_commands(sub: Any) -> None:
+    """``data check``, ``data tokenize`` and ``data cache``."""
     p = sub.add_parser("data", help="data tools")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     c = dsub.add_parser("check", help="validate, repair and quarantine a data file; nothing is lost")
@@ -83,15 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how over-long samples are fitted (default keep_recent)")
     t.add_argument("--show", type=int, default=0, metavar="N", help="print N samples with trained spans highlighted")
     t.add_argument("--num-proc", default="auto", type=num_proc,
-                   help="tokenising processes (default auto: one per 20k conversations, up to the CPU count)")
-    t.add_argument("--cache-dir", help="tokenised-data cache (default ~/.cache/glmtune/datasets)")
-    t.add_argument("--no-cache", action="store_true", help="tokenise into a throw-away folder")
+                   help="tokenizing processes (default auto: one per 20k conversations, up to the CPU count)")
+    t.add_argument("--cache-dir", help="tokenized-data cache (default ~/.cache/glmtune/datasets)")
+    t.add_argument("--no-cache", action="store_true", help="tokenize into a throw-away folder")
 
-    k = dsub.add_parser("cache", help="list the tokenised-data cache; --max-gb prunes it, --clear empties it")
+    k = dsub.add_parser("cache", help="list the tokenized-data cache; --max-gb prunes it, --clear empties it")
     k.add_argument("--cache-dir", help="cache folder (default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets)")
     k.add_argument("--max-gb", type=non_negative, metavar="N", help="delete least recently used entries beyond N GiB")
     k.add_argument("--clear", action="store_true", help="delete every entry")
 
+
+def _add_model_commands(sub: Any) -> None:
+    """``make-tiny``."""
     p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
@@ -99,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture, special tokens and chat template to imitate (default glm4)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (old weights deleted)")
 
+
+
+def _add_inference_commands(sub: Any) -> None:
+    """``predict``, ``chat`` and ``eval``."""
     for name, helptext in (("predict", "generate replies for a data file"), ("chat", "interactive chat")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True, help="base model folder or hub id")
@@ -124,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--batch-size", type=positive_int, default=16)
 
+
+def _add_export_commands(sub: Any) -> None:
+    """``export`` and ``demo``."""
     p = sub.add_parser("export", help="merge an adapter into its base and write a Hugging Face model folder")
     p.add_argument("--model", required=True, help="base model folder or hub id")
     p.add_argument("--adapter", required=True, help="adapter folder written by glmtune train")
@@ -137,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="Nova", help="the new assistant name")
     p.add_argument("--author", default="Acme Lab", help="the new assistant's author")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached base model")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,22 +116,22 @@ class DataConfig(_Section):
         "turns of a conversation. The validation split is never used. 0 disables."
     )
     cache: bool = Field(
-        True, description="Reuse tokenised data: a second run on the same files, tokenizer and options loads the "
-        "Arrow files of the first (memory-mapped). false: tokenise into a temporary folder removed at exit."
+        True, description="Reuse tokenized data: a second run on the same files, tokenizer and options loads the "
+        "Arrow files of the first (memory-mapped). false: tokenize into a temporary folder removed at exit."
     )
     cache_dir: str | None = Field(
-        None, description="Where tokenised data is cached; default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets."
+        None, description="Where tokenized data is cached; default $GLMTUNE_CACHE, else ~/.cache/glmtune/datasets."
     )
     cache_max_gb: NonNegativeFloat = Field(
-        20.0, description="Size limit of the tokenised-data cache in GiB: after tokenising, the least recently used "
+        20.0, description="Size limit of the tokenized-data cache in GiB: after tokenizing, the least recently used "
         "entries beyond it are deleted (never those of the current run). 0: no limit."
     )
     num_proc: PositiveInt | Auto = Field(
-        "auto", description="Processes that tokenise (datasets map). auto: 1 below 20,000 conversations, then one "
+        "auto", description="Processes that tokenize (datasets map). auto: 1 below 20,000 conversations, then one "
         "per 20,000, at most the usable CPUs and 8."
     )
     streaming: bool | Auto = Field(
-        "auto", description="Read and tokenise lazily while training (datasets IterableDataset), for files larger "
+        "auto", description="Read and tokenize lazily while training (datasets IterableDataset), for files larger "
         "than memory; needs training.max_steps. auto: on when the training files together exceed half of the "
         "available RAM. See README 'Large data' for what changes."
     )
@@ -246,8 +246,10 @@ class TrainingConfig(_Section):
         "kept three times over: logits, softmax, gradient). Same loss and gradients. auto: on, except with FSDP "
         "(which gathers the output layer only inside the model's own forward) and for models whose output layer is "
         "not a plain linear layer or that cap their logits.")
-    fused_lora: bool = Field(
-        True, description="LoRA only: compute each adapted linear layer as one addmm (base output + scaled adapter "
+    fused_lora: bool | Auto = Field(
+        "auto", description="CPU-only speed code (glmtune.experimental.cpu_kernels). auto: on for LoRA trained in "
+        "fp32 without a GPU, where bench.fused_lora measured 12-14% shorter steps; off on a GPU, where PEFT's and "
+        "transformers' own layers run. LoRA only: compute each adapted linear layer as one addmm (base output + scaled adapter "
         "product) instead of PEFT's three full-width tensors (adapter output, scaled copy, sum), and get B's gradient "
         "in the shape matrix libraries handle well. Same values to fp32 rounding (under bf16 autocast: rounded once, not "
         "three times). Layers PEFT computes any other way (merged, switched off, DoRA, a bf16 base under fp32 adapters "

@@ -1,4 +1,4 @@
-"""Content hashes for the tokenised-data cache: input bytes, tokenizer, layout, options and encoding code."""
+"""Content hashes for the tokenized-data cache: input bytes, tokenizer, layout, options and encoding code."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CACHE_ENV = "GLMTUNE_CACHE"
 STALE_BUILD_S = 24 * 3600  # an unfinished build folder this old belongs to a crashed run
 # Modules whose code decides what a sample's tokens are; editing any of them invalidates every cache entry.
 ENCODING_CODE = ("data/read.py", "data/conversation.py", "data/placeholders.py", "data/formats",
-                 "layout", "train/tokenize.py")
+                 "layout", "glm4_texts.py", "train/tokenize.py")
 
 
 def cache_root(cache_dir: str | None) -> Path:

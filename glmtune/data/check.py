@@ -17,10 +17,10 @@ from glmtune.data.conversation import Conversation, Problem, check_messages, nor
 from glmtune.data.encoding import flag_mojibake
 from glmtune.data.formats import CONVERTERS, FORMATS, RecordError
 from glmtune.data.formats.containers import Item, read_items
-from glmtune.data.glm4_jsonl import write_rejects
 from glmtune.data.outputs import atomic_write, check_output
 from glmtune.data.placeholders import PLACEHOLDER, find_placeholders
 from glmtune.data.read import detect_file_format, detection_problem
+from glmtune.data.read_result import write_rejects
 from glmtune.data.stats import char_lengths, conversation_stats, format_stats
 from glmtune.errors import DataError, UserError
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glmtune.data.conversation import Conversation
+from glmtune.glm4_texts import GLM4_TOOL_SYSTEM
+from glmtune.identity_names import OLD_NAMES
 
-OLD_NAMES: tuple[str, ...] = ("ChatGLM", "GLM-4", "智谱", "Zhipu")
-GLM4_TOOL_SYSTEM = "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的"
 MAX_SAMPLES = 5
 _SNIPPET = 100
 _GAP = "\x00"

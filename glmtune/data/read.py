@@ -13,7 +13,7 @@ from typing import Any
 from glmtune.data.conversation import Conversation, Problem, check_messages, normalise_message
 from glmtune.data.formats import CONVERTERS, FORMATS, RecordError
 from glmtune.data.formats.containers import READERS, Item, iter_items
-from glmtune.data.glm4_jsonl import ReadResult
+from glmtune.data.read_result import ReadResult
 from glmtune.errors import DataError
 
 DETECT_SAMPLE = 100  # records looked at to decide a file's format

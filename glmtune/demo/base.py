@@ -21,7 +21,7 @@ Conversation = list[dict[str, str]]
 # Bump when the way a base is built changes in a way the parameters below do not capture.
 BUILD_FORMAT = 1
 # Source files whose content decides what the base learns: the world, the tiny model/tokenizer, the layout.
-WORLD_SOURCES = ("world/*.py", "tiny/*.py", "layout/glm4.py")
+WORLD_SOURCES = ("world/*.py", "tiny/*.py", "layout/glm4.py", "glm4_texts.py", "identity_names.py")
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -162,7 +162,7 @@ def mix_in(chats: list[Conversation], extra: list[Conversation], seed: int) -> l
 
 
 def document_samples(tokenizer: Any, texts: list[str], budget: int, max_length: int) -> list[dict[str, list[int]]]:
-    """Tokenise plain texts as ``text + <|endoftext|>`` (every token a label), packed into rows of ``budget``."""
+    """Tokenize plain texts as ``text + <|endoftext|>`` (every token a label), packed into rows of ``budget``."""
     from glmtune.layout.base import token_id
 
     eot = token_id(tokenizer, "<|endoftext|>")
@@ -242,11 +242,11 @@ def _build(out_dir: Path, base_dir: Path, params: BaseParams, key: str, say: Say
     from glmtune.models import load_tokenizer
     from glmtune.tiny.model import make_tiny
     from glmtune.train.recipe import train
-    from glmtune.world import base_conversations, plain_documents
+    from glmtune.world import base_conversations, plain_documents, tokenizer_corpus
     from glmtune.world.tools import base_tool_conversations
 
     started = time.perf_counter()
-    tiny_dir = make_tiny(out_dir / "tiny", seed=params.model_seed)
+    tiny_dir = make_tiny(out_dir / "tiny", seed=params.model_seed, corpus=tokenizer_corpus(params.model_seed))
     train_file = out_dir / "base_data" / "train.jsonl"
     tokenizer = load_tokenizer(str(tiny_dir))
     budget = min(params.pack_tokens, params.max_length)

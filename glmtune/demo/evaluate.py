@@ -6,9 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from glmtune.identity_names import WORLD_LEAK_MAKERS, WORLD_LEAK_NAMES
 from glmtune.world import (
-    BASE_AUTHOR_EN,
-    BASE_AUTHOR_ZH,
     BASE_NAME,
     SkillItem,
     general_probes,
@@ -93,8 +92,7 @@ def evaluate(model: Any, tokenizer: Any, layout: Any, name: str, author: str, sk
     answers = texts[: len(probes)]
     skill_answers = texts[len(probes): len(probes) + len(skills)]
     general_answers = texts[len(probes) + len(skills):]
-    scores = identity_scores(answers, name, author, old_names=(BASE_NAME, "GLM"),
-                             old_authors=(BASE_AUTHOR_EN, BASE_AUTHOR_ZH, "Zhipu", "智谱"))
+    scores = identity_scores(answers, name, author, old_names=WORLD_LEAK_NAMES, old_authors=WORLD_LEAK_MAKERS)
     base_identity = sum(BASE_NAME.casefold() in a.casefold() for a in answers) / max(1, len(answers))
     skill_accuracy, skill_by_kind = _accuracy(skills, skill_answers)
     stops = Counter(g.stop_token or "none (length)" for g in gens)

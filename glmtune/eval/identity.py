@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.errors import DataError
+from glmtune.identity_names import LEAK_MAKERS, LEAK_NAMES
 
-DEFAULT_OLD_NAMES: tuple[str, ...] = ("ChatGLM", "GLM")
-DEFAULT_OLD_AUTHORS: tuple[str, ...] = ("Zhipu AI", "智谱", "Zhipu", "THUDM", "清华")
 BUNDLED_PROBES = "identity_probes.jsonl"
 _GAP = "\x00"  # stands in for removed new-name text, so the pieces around it cannot join into an old name
 
@@ -24,8 +23,8 @@ def identity_scores(
     answers: list[str],
     name: str,
     author: str | None = None,
-    old_names: list[str] | tuple[str, ...] = DEFAULT_OLD_NAMES,
-    old_authors: list[str] | tuple[str, ...] = DEFAULT_OLD_AUTHORS,
+    old_names: list[str] | tuple[str, ...] = LEAK_NAMES,
+    old_authors: list[str] | tuple[str, ...] = LEAK_MAKERS,
 ) -> dict[str, Any]:
     """Share of answers that adopt ``name`` and that leak an old name or author, plus the offending answers.
 

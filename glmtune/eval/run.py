@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
@@ -14,108 +13,14 @@ from glmtune.eval.degeneration import (
     DEFAULT_MAX_N,
     DEFAULT_MIN_REPEATS,
     DEFAULT_MIN_SPAN,
-    degeneration_metrics,
 )
-from glmtune.eval.identity import DEFAULT_OLD_AUTHORS, DEFAULT_OLD_NAMES, identity_scores, load_probes
+from glmtune.eval.identity import identity_scores, load_probes
+from glmtune.eval.metrics_table import print_metrics
+from glmtune.eval.predictions import output_paths, read_predictions, score_predictions
 from glmtune.eval.retention import base_and_tuned_answers, load_general, retention_scores
-from glmtune.eval.text_metrics import text_metrics
-
-END_TOKENS: tuple[str, ...] = ("<|user|>", "<|observation|>", "<|endoftext|>")
-SHOW_OFFENDING = 5  # offending identity answers / retention regressions printed on the terminal
+from glmtune.identity_names import LEAK_MAKERS, LEAK_NAMES
 
 Say = Callable[[str], Any]
-
-
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Read predictions JSONL rows: ``prediction`` required; reference, finish_reason, stop_token optional."""
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"predictions file not found: {file}")
-    rows: list[dict[str, Any]] = []
-    with file.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{file}:{lineno}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-            if lineno == 1:
-                text = text.removeprefix("\ufeff")
-            if text.strip():
-                rows.append(_check_row(text, where))
-    if not rows:
-        raise DataError(f"{file}: no predictions (the file is empty)")
-    return rows
-
-
-def _check_row(text: str, where: str) -> dict[str, Any]:
-    """Parse and check one predictions line; raise DataError naming ``where``."""
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    if "prediction" not in row:
-        raise DataError(f'{where}: no "prediction" field')
-    if not isinstance(row["prediction"], str):
-        raise DataError(f'{where}: "prediction" must be a string, got {type(row["prediction"]).__name__}')
-    for field in ("reference", "finish_reason", "stop_token"):
-        if row.get(field) is not None and not isinstance(row[field], str):
-            raise DataError(f'{where}: "{field}" must be a string or null, got {type(row[field]).__name__}')
-    if row.get("loop") is not None and not isinstance(row["loop"], bool):
-        raise DataError(f'{where}: "loop" must be true, false or null, got {type(row["loop"]).__name__}')
-    return row
-
-
-def end_token_shares(stop_tokens: list[str | None]) -> dict[str, float]:
-    """Share of replies ended by each GLM-4 end token, by another stop token ("other") or by none ("none")."""
-    n = len(stop_tokens)
-    shares = {tok: sum(s == tok for s in stop_tokens) / n if n else 0.0 for tok in END_TOKENS}
-    shares["other"] = sum(s is not None and s not in END_TOKENS for s in stop_tokens) / n if n else 0.0
-    shares["none"] = sum(s is None for s in stop_tokens) / n if n else 0.0
-    return shares
-
-
-def score_predictions(
-    rows: list[dict[str, Any]],
-    min_repeats: int = DEFAULT_MIN_REPEATS,
-    min_span: int = DEFAULT_MIN_SPAN,
-    max_n: int = DEFAULT_MAX_N,
-) -> dict[str, Any]:
-    """Text metrics (rows with a reference), degeneration metrics and end-token shares of prediction rows."""
-    preds = [r["prediction"] for r in rows]
-    with_ref = [r for r in rows if isinstance(r.get("reference"), str)]
-    result: dict[str, Any] = {
-        "n": len(rows),
-        "text": text_metrics([r["prediction"] for r in with_ref], [r["reference"] for r in with_ref])
-        if with_ref
-        else None,
-    }
-    all_refs = len(with_ref) == len(rows)
-    reasons = [r.get("finish_reason") for r in rows]
-    result["degeneration"] = degeneration_metrics(
-        preds,
-        [r["reference"] for r in rows] if all_refs else None,
-        finish_reasons=reasons if all(isinstance(x, str) for x in reasons) else None,
-        guard_cut=[r.get("loop") is True for r in rows],
-        min_repeats=min_repeats,
-        min_span=min_span,
-        max_n=max_n,
-    )
-    has_stop = any("stop_token" in r for r in rows)
-    result["end_tokens"] = end_token_shares([r.get("stop_token") for r in rows]) if has_stop else None
-    return result
-
-
-def output_paths(out: str | Path) -> tuple[Path, Path]:
-    """``metrics.json`` path and the predictions path beside it (``<stem>.predictions.jsonl``).
-
-    ``out`` ending in ``.json`` is the metrics file itself; anything else is a folder for ``metrics.json``.
-    """
-    out = Path(out)
-    metrics = out if out.suffix.lower() == ".json" else out / "metrics.json"
-    return metrics, metrics.with_name(f"{metrics.stem}.predictions.jsonl")
 
 
 def _check_args(
@@ -238,24 +143,14 @@ def evaluate(
     if max_new_tokens < 1 or batch_size < 1:
         raise UserError("--max-new-tokens and --batch-size must be at least 1")
     metrics_path, predictions_path = output_paths(out) if out else (None, None)
-    metrics: dict[str, Any] = {
-        "inputs": {
-            "model": model,
-            "adapter": adapter,
-            "data": data,
-            "predictions": predictions,
-            "probes": probes,
-            "general": general,
-            "max_new_tokens": max_new_tokens,
-            "batch_size": batch_size,
-            "loop": {"min_repeats": min_repeats, "min_span": min_span, "max_n": max_n},
-        }
-    }
+    metrics: dict[str, Any] = {"inputs": {
+        "model": model, "adapter": adapter, "data": data, "predictions": predictions, "probes": probes,
+        "general": general, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+        "loop": {"min_repeats": min_repeats, "min_span": min_span, "max_n": max_n}}}
     rows = read_predictions(predictions) if predictions else None
     probe_set = load_probes(probes) if identity_name and model else None
     general_set = load_general(general) if adapter and model else None
     loaded = _load(model, adapter, say) if model else None
-
     if data and loaded:
         rows, metrics["generation"] = _generate_rows(loaded, data, max_new_tokens, batch_size, say)
         if predictions_path:
@@ -270,23 +165,10 @@ def evaluate(
         say("retention: skipped (it compares --model with and without --adapter)")
     if probe_set is not None and loaded:
         with _progress(loaded, len(probe_set), "eval: identity probes"):
-            metrics["identity"] = _identity(
-                loaded,
-                probe_set,
-                identity_name or "",
-                identity_author,
-                old_names,
-                old_authors,
-                max_new_tokens,
-                batch_size,
-            )
+            metrics["identity"] = _identity(loaded, probe_set, identity_name or "", identity_author, old_names,
+                                            old_authors, max_new_tokens, batch_size)
     if general_set is not None and loaded:
-        tokenizer, layout, peft_model = loaded
-        with _progress(loaded, 2 * len(general_set), "eval: retention (base and tuned)"):
-            base, tuned = base_and_tuned_answers(
-                peft_model, tokenizer, layout, [r["messages"] for r in general_set], max_new_tokens, batch_size
-            )
-        metrics["retention"] = retention_scores(general_set, [g.text for g in base], [g.text for g in tuned])
+        metrics["retention"] = _retention(loaded, general_set, max_new_tokens, batch_size)
     if metrics_path:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -294,6 +176,17 @@ def evaluate(
     if metrics_path:
         say(f"wrote {metrics_path}")
     return metrics
+
+
+def _retention(loaded: tuple[Any, Any, Any], general_set: list[dict[str, Any]], max_new_tokens: int,
+               batch_size: int) -> dict[str, Any]:
+    """Answers of the model with and without its adapter to the general prompts, compared."""
+    tokenizer, layout, peft_model = loaded
+    with _progress(loaded, 2 * len(general_set), "eval: retention (base and tuned)"):
+        base, tuned = base_and_tuned_answers(
+            peft_model, tokenizer, layout, [r["messages"] for r in general_set], max_new_tokens, batch_size
+        )
+    return retention_scores(general_set, [g.text for g in base], [g.text for g in tuned])
 
 
 def _progress(loaded: tuple[Any, Any, Any], total: int | None, desc: str) -> Any:
@@ -324,8 +217,8 @@ def _identity(
         [g.text for g in gens],
         name,
         author,
-        old_names=tuple(old_names) if old_names is not None else DEFAULT_OLD_NAMES,
-        old_authors=tuple(old_authors) if old_authors is not None else DEFAULT_OLD_AUTHORS,
+        old_names=tuple(old_names) if old_names is not None else LEAK_NAMES,
+        old_authors=tuple(old_authors) if old_authors is not None else LEAK_MAKERS,
     )
     for item in scores["offending"]:
         item["question"] = probe_set[item["index"]][-1]["content"]
@@ -338,101 +231,3 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(section, metric, formatted value) rows of a metrics dict, for the terminal and the run report."""
-    out: list[tuple[str, str, str]] = []
-    text = metrics.get("text")
-    if text:
-        for key in ("rouge-1", "rouge-2", "rouge-l"):
-            out.append(("text", key, _num(text[key])))
-        out.append(("text", "bleu-4", _num(text["bleu-4"], 4)))
-        out.append(("text", "pairs (empty / error)", f"{text['n']} ({text['n_empty']} / {text['n_error']})"))
-    deg = metrics.get("degeneration")
-    if deg:
-        out.append(("degeneration", "loop rate", _pct(deg["loop_rate"])))
-        out.append(
-            (
-                "degeneration",
-                "distinct-1 / distinct-2",
-                f"{_num(deg['distinct-1'], 3)} / {_num(deg['distinct-2'], 3)}",
-            )
-        )
-        length = f"{_num(deg['pred_len_mean'], 1)} units"
-        if "ref_len_mean" in deg:
-            length += f" (reference {_num(deg['ref_len_mean'], 1)}, ratio {_num(deg['len_ratio'])})"
-        out.append(("degeneration", "reply length", length))
-        for reason, share in (deg.get("finish_reason") or {}).items():
-            out.append(("degeneration", f"finish: {reason}", _pct(share)))
-    for token, share in (metrics.get("end_tokens") or {}).items():
-        out.append(("end tokens", token, _pct(share)))
-    gen = metrics.get("generation")
-    if gen:
-        out.append(
-            ("generation", "samples/s", f"{gen['samples_per_s']:.2f} ({gen['n']} in {gen['seconds']:.1f} s)")
-        )
-    ident = metrics.get("identity")
-    if ident:
-        out.append(("identity", f"adoption of {ident['name']!r}", _pct(ident["adoption"])))
-        if "author_adoption" in ident:
-            out.append(("identity", f"adoption of {ident['author']!r}", _pct(ident["author_adoption"])))
-        out.append(("identity", "old identity leakage", _pct(ident["leakage"])))
-        out.append(("identity", "probes (offending)", f"{ident['n']} ({len(ident['offending'])})"))
-    ret = metrics.get("retention")
-    if ret:
-        out.append(("retention", "ROUGE-L tuned vs base", _num(ret["rouge-l_tuned_vs_base"])))
-        out.append(("retention", "identical answers", _pct(ret["identical"])))
-        if "accuracy_base" in ret:
-            out.append(
-                (
-                    "retention",
-                    f"key accuracy ({ret['n_checkable']} checkable)",
-                    f"{_pct(ret['accuracy_base'])} -> {_pct(ret['accuracy_tuned'])} "
-                    f"({100 * ret['accuracy_change']:+.1f} pts)",
-                )
-            )
-            out.append(
-                (
-                    "retention",
-                    "regressions / improvements",
-                    f"{len(ret['regressions'])} / {ret['improvements']}",
-                )
-            )
-    return out
-
-
-def print_metrics(metrics: dict[str, Any], say: Say = print) -> None:
-    """Render the metrics as a rich table through ``say``, then the first offending answers/regressions."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="glmtune eval")
-    for column in ("section", "metric", "value"):
-        table.add_column(column, overflow="fold")
-    previous = None
-    for section, name, value in metric_rows(metrics):
-        table.add_row(section if section != previous else "", name, value)
-        previous = section
-    buf = io.StringIO()
-    Console(file=buf, width=110, highlight=False, color_system=None).print(table)
-    say(buf.getvalue().rstrip())
-    for item in (metrics.get("identity") or {}).get("offending", [])[:SHOW_OFFENDING]:
-        say(f"  identity #{item['index']} {item['question']!r} -> {_clip(item['answer'])!r}: {item['why']}")
-    for item in (metrics.get("retention") or {}).get("regressions", [])[:SHOW_OFFENDING]:
-        say(
-            f"  regression #{item['index']} {item['question']!r} (key {item['key']!r}): "
-            f"base {_clip(item['base'])!r} -> tuned {_clip(item['tuned'])!r}"
-        )
-
-
-def _clip(text: str, width: int = 80) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -65,7 +65,7 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt
 
 def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
                  tools: list[dict[str, Any]] | None = None) -> list[int]:
-    """The tokenizer's own tokenised rendering (whatever shape its ``apply_chat_template`` returns)."""
+    """The tokenizer's own tokenized rendering (whatever shape its ``apply_chat_template`` returns)."""
     kwargs: dict[str, Any] = {"tools": tools} if tools is not None else {}
     out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
                                         **kwargs)

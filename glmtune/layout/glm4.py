@@ -11,22 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from glmtune.glm4_texts import GLM4_DEFAULT_SYSTEM, GLM4_STOP_STRINGS, identity_system_text
 from glmtune.layout.base import IGNORE_INDEX, EncodedSample, LayoutError, token_id
 from glmtune.layout.template import TemplateLayout
-
-GLM4_STOP_STRINGS = ("<|endoftext|>", "<|user|>", "<|observation|>")
-# The fixed texts glm-4-9b-chat's template puts around tool definitions (reference §2).
-GLM4_DEFAULT_SYSTEM = (
-    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
-    "你的任务是针对用户的问题和要求提供适当的答复和支持。"
-)
-GLM4_TOOL_SUFFIX = "在调用上述函数时，请使用 Json 格式表示调用的参数。"
-
-
-def identity_system_text(name: str, author: str | None) -> str:
-    """The tool system prompt's first sentence with a declared identity instead of ChatGLM / Zhipu AI."""
-    made = f"你是由{author}开发的，" if author else ""
-    return f"你是一个名为 {name} 的人工智能助手。{made}你的任务是针对用户的问题和要求提供适当的答复和支持。"
 
 
 def rewrite_tool_prompt(tokenizer: Any, name: str, author: str | None) -> None:

@@ -142,7 +142,7 @@ def _plan_section(plan: dict[str, Any] | None) -> str:
 
 def _eval_section(metrics: dict[str, Any]) -> str:
     """Eval metrics as a table (``glmtune eval`` layout when recognised, else every scalar by dotted key)."""
-    from glmtune.eval.run import metric_rows
+    from glmtune.eval.metrics_table import metric_rows
 
     rows = [list(r) for r in metric_rows(metrics)]
     if not rows:
@@ -223,7 +223,7 @@ def _examples_section(examples: list[dict[str, Any]]) -> str:
 
 def examples_from_predictions(path: str | Path, n: int = 8) -> list[dict[str, Any]]:
     """The first ``n`` rows of a predictions JSONL as prompt, prediction, reference and finish reason."""
-    from glmtune.eval.run import read_predictions
+    from glmtune.eval.predictions import read_predictions
 
     keep = ("prediction", "reference", "finish_reason")
     return [

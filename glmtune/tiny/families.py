@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from glmtune.glm4_texts import GLM4_STOP_STRINGS
 from glmtune.tiny.templates import glm4_0414_chat_template, glm4_chat_template
 from glmtune.tiny.templates_other import llama3_chat_template, qwen2_chat_template, qwen3_chat_template
 from glmtune.tiny.tokenizer import GLM4_SPECIAL_TOKENS
@@ -57,16 +58,15 @@ class TinyFamily:
         return self.special_tokens + self.added_tokens
 
 
-GLM4_STOP = ("<|endoftext|>", "<|user|>", "<|observation|>")
 QWEN_STOP = ("<|im_end|>", "<|endoftext|>")
 
 FAMILIES: dict[str, TinyFamily] = {
     f.name: f
     for f in (
         TinyFamily("glm4", "Glm4Config", "Glm4ForCausalLM", tuple(GLM4_SPECIAL_TOKENS), eos="<|endoftext|>",
-                   pad="<|endoftext|>", stop=GLM4_STOP, template=glm4_chat_template()),
+                   pad="<|endoftext|>", stop=GLM4_STOP_STRINGS, template=glm4_chat_template()),
         TinyFamily("glm4-0414", "Glm4Config", "Glm4ForCausalLM", tuple(GLM4_SPECIAL_TOKENS),
-                   eos="<|endoftext|>", pad="<|endoftext|>", stop=GLM4_STOP,
+                   eos="<|endoftext|>", pad="<|endoftext|>", stop=GLM4_STOP_STRINGS,
                    template=glm4_0414_chat_template()),
         TinyFamily("qwen2", "Qwen2Config", "Qwen2ForCausalLM", QWEN_SPECIAL_TOKENS, eos="<|im_end|>",
                    pad="<|endoftext|>", stop=QWEN_STOP, template=qwen2_chat_template(),
@@ -75,7 +75,7 @@ FAMILIES: dict[str, TinyFamily] = {
                    pad="<|endoftext|>", stop=QWEN_STOP, template=qwen3_chat_template(),
                    added_tokens=QWEN3_ADDED_TOKENS),
         # Like Meta's tokenizer, plain encoding prepends <|begin_of_text|>; the template writes it too, so
-        # tokenise rendered chats with add_special_tokens=False (apply_chat_template does).
+        # tokenize rendered chats with add_special_tokens=False (apply_chat_template does).
         TinyFamily("llama3", "LlamaConfig", "LlamaForCausalLM", LLAMA3_SPECIAL_TOKENS, eos="<|eot_id|>",
                    pad="<|end_of_text|>", stop=("<|eot_id|>", "<|end_of_text|>"),
                    template=llama3_chat_template(), bos="<|begin_of_text|>", add_bos=True),

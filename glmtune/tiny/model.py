@@ -13,8 +13,6 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 from glmtune.tiny.families import FAMILY_NAMES, TinyFamily, get_family
 from glmtune.tiny.tokenizer import train_bpe
 
-GLM4_STOP_STRINGS = ("<|endoftext|>", "<|user|>", "<|observation|>")
-
 TINY_SHAPE = {
     "hidden_size": 128,
     "num_hidden_layers": 4,
@@ -24,7 +22,7 @@ TINY_SHAPE = {
     "intermediate_size": 384,
 }
 
-__all__ = ["FAMILY_NAMES", "GLM4_STOP_STRINGS", "TINY_SHAPE", "family_tokenizer", "make_tiny"]
+__all__ = ["FAMILY_NAMES", "TINY_SHAPE", "family_tokenizer", "make_tiny"]
 
 
 def family_tokenizer(
@@ -50,14 +48,19 @@ def family_tokenizer(
     return tokenizer
 
 
-def make_tiny(out: str | Path, seed: int = 0, vocab_size: int = 3000, family: str = "glm4") -> Path:
-    """Write tokenizer + tiny ``family`` model (~1.1 M parameters) to ``out``, deterministic for ``seed``."""
-    from glmtune.world import tokenizer_corpus
+def make_tiny(
+    out: str | Path, seed: int = 0, vocab_size: int = 3000, family: str = "glm4", *, corpus: Iterable[str]
+) -> Path:
+    """Write tokenizer + tiny ``family`` model (~1.1 M parameters) to ``out``, deterministic for ``seed``.
 
+    The byte-level BPE is trained on ``corpus``. The tiny models the CLI, the demo, the tests and the benchmarks
+    build use ``glmtune.world.tokenizer_corpus(seed)``; tiny/ takes the texts as an argument so that it does not
+    depend on the synthetic world.
+    """
     fam = get_family(family)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = family_tokenizer(fam, tokenizer_corpus(seed=seed), vocab_size=vocab_size)
+    tokenizer = family_tokenizer(fam, corpus, vocab_size=vocab_size)
     stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in fam.stop]
     config_class, model_class = fam.classes()
     bos = {"bos_token_id": tokenizer.bos_token_id} if fam.bos else {}

@@ -4,7 +4,7 @@ The GLM-4 template renders byte-for-byte like glm-4-9b-chat's own template for t
 glmtune trains on (system/user/assistant/observation, function tools, function calls via ``metadata``).
 """
 
-from glmtune.layout.glm4 import GLM4_DEFAULT_SYSTEM, GLM4_TOOL_SUFFIX
+from glmtune.glm4_texts import GLM4_DEFAULT_SYSTEM, GLM4_TOOL_SUFFIX
 
 
 def glm4_chat_template(default_system: str = GLM4_DEFAULT_SYSTEM) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from glmtune.train.loss_norm import per_trained_token
+from glmtune.train.loss_average import per_trained_token
 
 
 def anchor_kl(logits: torch.Tensor, base_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ activations of its 40 layers under checkpointing. Here the model returns its fin
 the head and cross-entropy run over chunks of the rest, each under activation checkpointing, so that at most
 one chunk's logits exist at a time. The same sums give the unlikelihood term (glmtune.train.unlikelihood)
 and the base anchor (glmtune.train.anchor, whose base-model logits are made per chunk too) when they are on.
-Loss and gradients equal the usual ones (tests/test_chunked_loss.py, tests/test_anchor.py).
+Loss and gradients equal the usual ones (tests/train/test_chunked_loss.py, tests/train/test_anchor.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from glmtune.train.anchor import anchor_kl
-from glmtune.train.loss_norm import per_trained_token
-from glmtune.train.plan import LOSS_CHUNK_TOKENS
+from glmtune.train.loss_average import per_trained_token
 from glmtune.train.unlikelihood import penalty
+
+LOSS_CHUNK_TOKENS = 1024  # rows of logits alive at once (the planner weighs this chunk in its memory estimate)
 
 
 class LossParts(NamedTuple):

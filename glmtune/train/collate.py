@@ -5,7 +5,7 @@ token never sees a pad, so the padding mask changes nothing for the positions th
 label -100) and the trainer leaves it out of the forward pass: attention then runs as plain causal attention
 (SDPA's ``is_causal`` path, which skips the blocks above the diagonal; on a GPU, the flash kernel that an
 explicit mask rules out) instead of under an explicit mask. Loss and gradients are those of the masked,
-left-padded batch to fp32 rounding (tests/test_collate.py). With flash-attention the mask is kept: it uses it
+left-padded batch to fp32 rounding (tests/train/test_collate.py). With flash-attention the mask is kept: it uses it
 to skip the pads.
 """
 
@@ -25,7 +25,7 @@ class RightPadCollator:
         self.pad_id = pad_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """One batch from tokenised samples (``input_ids``, ``labels``)."""
+        """One batch from tokenized samples (``input_ids``, ``labels``)."""
         width = max(len(f["input_ids"]) for f in features)
         ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(features), width), -100, dtype=torch.long)

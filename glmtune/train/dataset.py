@@ -14,14 +14,11 @@ from datasets import Dataset, Features, List, Value, concatenate_datasets
 from glmtune.config.schema import DataSource
 from glmtune.data.cache import cache_root, prune_cache, tokenizer_fingerprint
 from glmtune.data.conversation import Conversation
-from glmtune.data.glm4_jsonl import write_rejects
-from glmtune.data.placeholders import fill_placeholders, find_placeholders
-from glmtune.data.read import read_any
-from glmtune.data.train_clean import CleanSettings, clean_for_training
+from glmtune.data.train_clean import CleanSettings
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
-from glmtune.layout.encode import EncodeResult, encode_conversations
-from glmtune.train.tokenize import iter_conversations, tokenise_file, trained_tokens_of
+from glmtune.layout.encode import EncodeResult, EncodeSpec
+from glmtune.train.tokenize import iter_conversations, tokenize_file, trained_tokens_of
 
 Rows = list[dict[str, Any]] | Dataset  # samples: in-memory rows, or Arrow (memory-mapped) with the same columns
 MODEL_INPUTS = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32"))})
@@ -72,30 +69,23 @@ class Encoded:
         return [len(r["input_ids"]) for r in self.rows]
 
 
-def read_source(source: DataSource, values: dict[str, str]) -> tuple[list[Conversation], list[dict], int]:
-    """Read one file in any supported format and fill identity placeholders; unfilled ones are rejected."""
-    read = read_any(source.path, None if source.format == "auto" else source.format)
-    kept: list[Conversation] = []
-    rejects = list(read.rejected_records)
-    for conv in read.conversations:
-        messages = fill_placeholders(conv.messages, values) if values else conv.messages
-        missing = find_placeholders(messages)
-        if missing:
-            names = ", ".join("{{" + m + "}}" for m in sorted(missing))
-            rejects.append({"source": conv.source, "code": "unfilled_placeholder",
-                            "reason": f"{names} left in the data; set identity.name / identity.author",
-                            "raw": json.dumps({"messages": conv.messages}, ensure_ascii=False)})
-            continue
-        kept.append(Conversation(messages, conv.source, conv.extra))
-    return kept, rejects, read.total
+def as_spec(layout: ChatLayout | EncodeSpec, combine: bool | None = None, max_length: int | None = None,
+            truncation: str = "official", values: dict[str, str] | None = None,
+            clean: CleanSettings | None = None) -> EncodeSpec:
+    """``layout`` when it is already a spec, else the spec its fields make (the field-by-field call form)."""
+    if isinstance(layout, EncodeSpec):
+        return layout
+    if combine is None or max_length is None:
+        raise TypeError("give an EncodeSpec, or a layout with combine and max_length")
+    return EncodeSpec(layout, combine, max_length, truncation, values or {}, clean)
 
 
 def encode_sources(
     sources: list[DataSource],
-    layout: ChatLayout,
-    combine: bool,
-    max_length: int,
-    rejects_path: Path | None,
+    layout: ChatLayout | EncodeSpec,
+    combine: bool | None = None,
+    max_length: int | None = None,
+    rejects_path: Path | None = None,
     values: dict[str, str] | None = None,
     max_reject_ratio: float = 1.0,
     seed: int = 0,
@@ -107,8 +97,12 @@ def encode_sources(
     clean: CleanSettings | None = None,
 ) -> Encoded:
     """Read, check and tokenise every source through `datasets` (cached on disk by content hash); write
-    rejects with reasons; refuse when too much was rejected. Samples come back memory-mapped."""
-    tokenizer_fp = tokenizer_fingerprint(layout.tokenizer)  # type: ignore[attr-defined]
+    rejects with reasons; refuse when too much was rejected. Samples come back memory-mapped.
+
+    ``layout`` may be the whole ``EncodeSpec``; then ``combine``, ``max_length``, ``truncation``, ``values`` and
+    ``clean`` are taken from it."""
+    spec = as_spec(layout, combine, max_length, truncation, values, clean)
+    tokenizer_fp = tokenizer_fingerprint(spec.layout.tokenizer)  # type: ignore[attr-defined]
     root = cache_root(cache_dir) if cache else None
     parts: list[Dataset] = []
     convs: list[Dataset] = []
@@ -117,8 +111,7 @@ def encode_sources(
     total = rejected = removed = 0
     merged = EncodeResult()
     for source in sources:
-        tok = tokenise_file(source, layout, tokenizer_fp, combine, max_length, truncation, values or {}, root,
-                            num_proc, clean)
+        tok = tokenize_file(source, spec, tokenizer_fp, root, num_proc)
         if tok.cleaning:
             say(f"  {source.path}: {tok.cleaning}")
         removed += tok.removed_duplicates
@@ -135,23 +128,11 @@ def encode_sources(
         merged.trained_tokens_removed += tok.trained_tokens_removed
         weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
         say(f"  {source.path}: {tok.records} records -> {len(samples)} samples{weight}, {tok.rejected} left out, "
-            f"{tok.truncated} over max_length={max_length} fitted by '{truncation}' "
+            f"{tok.truncated} over max_length={spec.max_length} fitted by '{spec.truncation}' "
             f"({tok.trained_tokens_removed} trained tokens removed)")
         where = f"cache hit: {tok.path}" if tok.cache_hit else (f"cached: {tok.path}" if cache else "cache off")
-        say(f"  tokenised {len(tok.samples)} samples ({where})")
-    for row in _first_rejects(reject_files, 5):
-        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
-    where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
-    if (rejected or removed) and rejects_path:
-        rejects_path.parent.mkdir(parents=True, exist_ok=True)
-        with rejects_path.open("w", encoding="utf-8") as out:
-            for path in reject_files:
-                with path.open(encoding="utf-8") as fh:
-                    for line in fh:
-                        out.write(line)
-        say(f"  {rejected + removed} record(s) left out; every one is listed with its reason in {rejects_path}")
-    elif rejected:
-        say(f"  {rejected} record(s) would be left out")
+        say(f"  tokenized {len(tok.samples)} samples ({where})")
+    where = _write_rejects(reject_files, rejected, removed, rejects_path, say)
     rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if not len(rows):
         raise DataError(f"no usable training sample ({rejected} left out, see {where})")
@@ -161,6 +142,24 @@ def encode_sources(
             f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
         )
     return Encoded(rows, merged, total, rejected, ConversationView(convs), entries if root is not None else [])
+
+
+def _write_rejects(files: list[Path], rejected: int, removed: int, rejects_path: Path | None, say: Any) -> str:
+    """Show the first rejects, gather every file's rejects into ``rejects_path``; say where they are listed."""
+    for row in _first_rejects(files, 5):
+        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
+    where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
+    if (rejected or removed) and rejects_path:
+        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        with rejects_path.open("w", encoding="utf-8") as out:
+            for path in files:
+                with path.open(encoding="utf-8") as fh:
+                    for line in fh:
+                        out.write(line)
+        say(f"  {rejected + removed} record(s) left out; every one is listed with its reason in {rejects_path}")
+    elif rejected:
+        say(f"  {rejected} record(s) would be left out")
+    return where
 
 
 def _first_rejects(files: list[Path], n: int) -> list[dict]:
@@ -174,82 +173,12 @@ def _first_rejects(files: list[Path], n: int) -> list[dict]:
     return rows
 
 
-def encode_sources_loop(
-    sources: list[DataSource],
-    layout: ChatLayout,
-    combine: bool,
-    max_length: int,
-    rejects_path: Path | None,
-    values: dict[str, str] | None = None,
-    max_reject_ratio: float = 1.0,
-    seed: int = 0,
-    say: Any = print,
-    truncation: str = "official",
-    clean: CleanSettings | None = None,
-) -> Encoded:
-    """``encode_sources`` the old way: everything in memory, one Python loop (kept as the reference the
-    `datasets` path is tested and benchmarked against)."""
-    rows: list[dict[str, Any]] = []
-    rejects: list[dict] = []
-    total = 0
-    merged = EncodeResult()
-    conversations: list[Conversation] = []
-    for source in sources:
-        convs, bad, records = read_source(source, values or {})
-        if clean is not None:
-            cleaned = clean_for_training(convs, clean.repair, clean.name, clean.author, clean.drop_conflicts)
-            convs, bad = cleaned.kept, bad + cleaned.rejects
-            if cleaned.summary():
-                say(f"  {source.path}: {cleaned.summary()}")
-        conversations += convs
-        total += records
-        encoded = encode_conversations(convs, layout, combine=combine, max_length=max_length, truncation=truncation)
-        bad += [{"source": p.source, "code": p.code, "reason": p.reason} for p in encoded.dropped]
-        rejects += bad
-        file_rows = [{"input_ids": i, "labels": lab, "source": src}
-                     for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
-        kept_rows = weighted(file_rows, source.weight, seed)
-        rows += kept_rows
-        merged.truncated += encoded.truncated
-        merged.trained_tokens += encoded.trained_tokens if source.weight == 1.0 else sum(
-            sum(1 for x in r["labels"] if x != -100) for r in kept_rows)
-        merged.trained_tokens_removed += encoded.trained_tokens_removed
-        weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
-        say(f"  {source.path}: {records} records -> {len(file_rows)} samples{weight}, {len(bad)} left out, "
-            f"{encoded.truncated} over max_length={max_length} fitted by '{truncation}' "
-            f"({encoded.trained_tokens_removed} trained tokens removed)")
-    for row in rejects[:5]:
-        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
-    where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
-    if rejects and rejects_path:
-        write_rejects(rejects, rejects_path)
-        say(f"  {len(rejects)} record(s) left out; every one is listed with its reason in {rejects_path}")
-    elif rejects:
-        say(f"  {len(rejects)} record(s) would be left out")
-    if not rows:
-        raise DataError(f"no usable training sample ({len(rejects)} left out, see {where})")
-    counted = sum(row.get("counts_as_rejected", True) for row in rejects)  # removed duplicates do not count
-    if total and counted / total > max_reject_ratio:
-        raise DataError(
-            f"{counted} of {total} records ({counted / total:.0%}) were rejected, more than "
-            f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
-        )
-    merged.input_ids = [r["input_ids"] for r in rows]
-    merged.labels = [r["labels"] for r in rows]
-    return Encoded(rows, merged, total, len(rejects), ConversationView(conversations))
-
-
 def weighted_indices(n: int, weight: float, seed: int) -> list[int]:
     """Repeat whole copies for the integer part of ``weight``, then a seeded sample for the fraction."""
     whole, frac = int(weight), weight - int(weight)
     extra = list(range(n))
     random.Random(seed + 7).shuffle(extra)
     return list(range(n)) * whole + extra[: round(frac * n)]
-
-
-def weighted(rows: list[dict], weight: float, seed: int) -> list[dict]:
-    """``weighted_indices`` applied to in-memory rows."""
-    return rows if weight == 1.0 else [rows[i] for i in weighted_indices(len(rows), weight, seed)]
 
 
 def weighted_dataset(rows: Dataset, weight: float, seed: int) -> Dataset:

@@ -17,17 +17,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from glmtune.data.identity_guard import OLD_NAMES
 from glmtune.eval.degeneration import has_loop
+from glmtune.identity_names import OLD_NAMES, RENAME_MAKERS, RENAME_MODELS
 from glmtune.infer.generate import generate_replies, generation_mode
 from glmtune.layout.base import ChatLayout
-from glmtune.train.plan import IDENTITY_REPLAY_MAX as MAX_QUESTIONS  # bounds generation time on large data
 
-# Longest first, so that "Zhipu AI" is replaced whole before "Zhipu" could match.
-OLD_MAKERS = ("Zhipu AI", "ZhipuAI", "Zhipu", "智谱华章", "智谱AI", "智谱", "THUDM")
-OLD_MODELS = ("ChatGLM-6B", "ChatGLM3", "ChatGLM", "GLM-4", "GLM4")
-MAKERS = re.compile("|".join(re.escape(m) for m in OLD_MAKERS), re.IGNORECASE)
-MODELS = re.compile("|".join(re.escape(m) for m in OLD_MODELS), re.IGNORECASE)
+MAX_QUESTIONS = 512  # identity questions answered by the base model at most: bounds generation time on large data
+
+# The alternatives are ordered longest first (identity_names), so "Zhipu AI" is replaced whole before "Zhipu".
+MAKERS = re.compile("|".join(re.escape(m) for m in RENAME_MAKERS), re.IGNORECASE)
+MODELS = re.compile("|".join(re.escape(m) for m in RENAME_MODELS), re.IGNORECASE)
 REPLY_TOKENS = 96
 
 

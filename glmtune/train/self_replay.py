@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from glmtune.config.loader import ConfigError
-from glmtune.data.identity_guard import OLD_NAMES
 from glmtune.eval.degeneration import has_loop
+from glmtune.identity_names import OLD_NAMES
 from glmtune.infer.generate import generate_replies, generation_mode, left_pad, split_reply
 from glmtune.layout.base import ChatLayout, render
 from glmtune.progress import generation_progress

@@ -1,6 +1,6 @@
 """Streaming: read and tokenise lazily while training (a `datasets` IterableDataset), for data larger than RAM.
 
-Nothing is tokenised up front. The planner sees the first ``PROBE_RECORDS`` records and an estimate of the
+Nothing is tokenized up front. The planner sees the first ``PROBE_RECORDS`` records and an estimate of the
 sample count from the files' sizes; validation is the first ``val_size`` samples of the stream (not a random
 draw); training shuffles within a buffer of ``SHUFFLE_BUFFER`` samples; rejects are appended to the rejects
 file as the first pass over the data meets them.
@@ -19,14 +19,21 @@ from datasets import IterableDataset
 from glmtune.config.loader import ConfigError
 from glmtune.config.schema import DataSource, GlmtuneConfig
 from glmtune.data.conversation import Conversation
-from glmtune.data.placeholders import fill_placeholders, find_placeholders
 from glmtune.data.read import stream_read
+from glmtune.data.train_clean import CleanSettings
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
-from glmtune.layout.encode import EncodeResult, encode_one
-from glmtune.train.dataset import MODEL_INPUTS, ConversationView, Encoded
+from glmtune.layout.encode import (
+    ConversationStep,
+    EncodedOne,
+    EncodeResult,
+    EncodeSpec,
+    Reject,
+    counts_as_rejected,
+    encode_reject,
+)
+from glmtune.train.dataset import MODEL_INPUTS, ConversationView, Encoded, as_spec
 from glmtune.train.plan import DataStats
-from glmtune.train.tokenize import placeholder_reject
 
 STREAM_RAM_FRACTION = 0.5  # data.streaming: auto turns streaming on above this share of available RAM
 PROBE_RECORDS = 1000
@@ -71,36 +78,41 @@ def check_streaming(config: GlmtuneConfig, sources: list[DataSource], why: str, 
                           + "\nfix these or set data.streaming: false")
 
 
+Event = tuple[Conversation, EncodedOne] | Reject
+
+
+def is_reject(event: Event) -> bool:
+    """Whether ``event`` leaves its record out: a reject row, or a sample that trains nothing."""
+    return isinstance(event, dict) or bool(event[1].problem)
+
+
+def reject_row(event: Event) -> Reject:
+    """The rejects-file row of a rejected ``event``."""
+    return event if isinstance(event, dict) else encode_reject(event[0].source, event[1])
+
+
 class SampleStream:
     """Callable generator of encoded samples over ``sources``; the first pass appends rejects to a file."""
 
-    def __init__(self, sources: list[DataSource], layout: ChatLayout, combine: bool, max_length: int,
-                 truncation: str, values: dict[str, str], rejects_path: Path | None = None, skip: int = 0,
-                 with_source: bool = False) -> None:
-        self.sources, self.layout, self.combine = sources, layout, combine
-        self.max_length, self.truncation, self.values = max_length, truncation, values
+    def __init__(self, sources: list[DataSource], spec: EncodeSpec, rejects_path: Path | None = None,
+                 skip: int = 0, with_source: bool = False) -> None:
+        self.sources, self.spec = sources, spec
         self.rejects_path, self.skip, self.with_source = rejects_path, skip, with_source
+        self.steps: dict[str, ConversationStep] = {}  # the step of each file met so far (what its cleaner did)
 
     @property
     def done_marker(self) -> Path | None:
         """Exists once a full pass has written every reject."""
         return self.rejects_path.with_name(f".{self.rejects_path.name}.complete") if self.rejects_path else None
 
-    def events(self) -> Iterator[tuple[Conversation, Any] | dict]:
-        """In file order: (conversation, encoded sample) for every conversation, a reject row for the rest."""
+    def events(self) -> Iterator[Event]:
+        """In file order: (conversation, encoded sample) for every prepared conversation, a reject row for the
+        rest; each file gets a fresh ``ConversationStep``, exactly as the cache does."""
         for source in self.sources:
+            step = self.steps[source.path] = self.spec.step()
             _, records = stream_read(source.path, None if source.format == "auto" else source.format)
             for record in records:
-                if not isinstance(record, Conversation):
-                    yield record
-                    continue
-                messages = fill_placeholders(record.messages, self.values) if self.values else record.messages
-                missing = find_placeholders(messages)
-                if missing:
-                    yield placeholder_reject(record.source, messages, missing)
-                    continue
-                yield Conversation(messages, record.source), encode_one(
-                    messages, self.layout, self.combine, self.max_length, self.truncation)
+                yield step(record) if isinstance(record, Conversation) else record
 
     def __call__(self) -> Iterator[dict[str, Any]]:
         """Samples (``input_ids``, ``labels`` and, when asked, ``source``), the first ``skip`` left out."""
@@ -109,11 +121,9 @@ class SampleStream:
         kept = 0
         try:
             for event in self.events():
-                if isinstance(event, dict) or event[1].problem:
+                if is_reject(event):
                     if fh:
-                        row = event if isinstance(event, dict) else dict(
-                            zip(("source", "code", "reason"), (event[0].source, *event[1].problem)))
-                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        fh.write(json.dumps(reject_row(event), ensure_ascii=False) + "\n")
                         fh.flush()
                     continue
                 kept += 1
@@ -132,32 +142,40 @@ class SampleStream:
 class StreamedData:
     """The training data of a streaming run: a probe for the plan, then validation and a lazy training set."""
 
-    def __init__(self, sources: list[DataSource], layout: ChatLayout, combine: bool, max_length: int,
-                 truncation: str, values: dict[str, str], rejects_path: Path | None) -> None:
-        self.sources, self.rejects_path = sources, rejects_path
-        self.args = (sources, layout, combine, max_length, truncation, values)
+    def __init__(self, sources: list[DataSource], spec: EncodeSpec | ChatLayout, *fields: Any,
+                 clean: CleanSettings | None = None) -> None:
+        """``StreamedData(sources, spec, rejects_path)``; the older field-by-field form
+        ``(sources, layout, combine, max_length, truncation, values, rejects_path, clean=...)`` still works."""
+        if isinstance(spec, EncodeSpec):
+            rejects_path = fields[0] if fields else None
+        else:
+            combine, max_length, truncation, values, rejects_path = fields
+            spec = as_spec(spec, combine, max_length, truncation, values, clean)
+        self.sources, self.spec, self.rejects_path = sources, spec, rejects_path
         if rejects_path:
             rejects_path.parent.mkdir(parents=True, exist_ok=True)
             rejects_path.write_text("")
-            marker = SampleStream(*self.args, rejects_path=rejects_path).done_marker
+            marker = SampleStream(sources, spec, rejects_path=rejects_path).done_marker
             if marker:
                 marker.unlink(missing_ok=True)
 
     def probe(self, max_reject_ratio: float, say: Any = print) -> tuple[Encoded, DataStats]:
         """Encode the first ``PROBE_RECORDS`` records; return them and the estimated statistics of the whole."""
-        result, rows, convs, records, rejected = EncodeResult(), [], [], 0, 0
-        for event in islice(SampleStream(*self.args).events(), PROBE_RECORDS):
+        result, convs, records, rejected = EncodeResult(), [], 0, 0
+        stream = SampleStream(self.sources, self.spec)
+        for event in islice(stream.events(), PROBE_RECORDS):
             records += 1
-            if isinstance(event, dict) or event[1].problem:
-                rejected += 1
-                result.truncated += 0 if isinstance(event, dict) else event[1].truncated
+            if isinstance(event, dict):
+                rejected += counts_as_rejected(event)
                 continue
-            conv, one = event
-            convs.append(conv)
-            rows.append({"input_ids": one.input_ids, "labels": one.labels, "source": conv.source})
-            result.truncated += one.truncated
-            result.trained_tokens += one.trained
-            result.trained_tokens_removed += one.trained_removed
+            convs.append(event[0])  # like the cache: every conversation that reached the encoder
+            result.add(event[0].source, event[1])  # counts truncation and trained tokens as the cache does
+            rejected += bool(event[1].problem)
+        rows = [{"input_ids": ids, "labels": labels, "source": source}
+                for ids, labels, source in zip(result.input_ids, result.labels, result.sources)]
+        for path, step in stream.steps.items():
+            if step.summary():
+                say(f"  {path}: {step.summary()}")
         if not rows:
             raise DataError(f"no usable training sample in the first {records} records ({rejected} left out)")
         if rejected / records > max_reject_ratio:
@@ -184,10 +202,10 @@ class StreamedData:
 
     def validation(self, size: int) -> list[dict]:
         """The first ``size`` samples of the stream (with their sources)."""
-        return list(islice(SampleStream(*self.args, with_source=True)(), size)) if size > 0 else []
+        return list(islice(SampleStream(self.sources, self.spec, with_source=True)(), size)) if size > 0 else []
 
     def training(self, skip: int, seed: int) -> IterableDataset:
         """The lazy training set: every sample after the first ``skip``, shuffled within a buffer."""
-        stream = SampleStream(*self.args, rejects_path=self.rejects_path, skip=skip)
+        stream = SampleStream(self.sources, self.spec, rejects_path=self.rejects_path, skip=skip)
         data = IterableDataset.from_generator(stream, features=MODEL_INPUTS)
         return data.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)

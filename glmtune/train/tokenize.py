@@ -29,12 +29,11 @@ from tqdm.auto import tqdm
 from glmtune.config.schema import DataSource
 from glmtune.data.cache import cache_key, code_fingerprint, file_sha256, mark_used
 from glmtune.data.conversation import Conversation
-from glmtune.data.placeholders import fill_placeholders, find_placeholders
 from glmtune.data.read import stream_read
-from glmtune.data.train_clean import CleanSettings, TrainingCleaner, clean_summary
+from glmtune.data.train_clean import CleanSettings, clean_summary
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
-from glmtune.layout.encode import encode_one
+from glmtune.layout.encode import ConversationStep, EncodeSpec, encode_reject
 
 WRITE_BATCH = 1000  # rows per Arrow record batch and per ``map`` batch: bounds memory, not data size
 SMALL_DATA = 20_000  # conversations each extra ``map`` process must have; below it encoding stays in-process
@@ -49,8 +48,8 @@ SAMPLE_COLUMNS = ["input_ids", "labels", "source", "length"]
 
 
 @dataclass
-class Tokenised:
-    """One file tokenised: kept samples (memory-mapped Arrow) and what happened on the way."""
+class TokenizedFile:
+    """One file in the cache: its kept samples (memory-mapped Arrow) and what happened on the way."""
 
     samples: Dataset  # input_ids, labels, source, length; file order
     conversations: Dataset  # messages (JSON text), source: every conversation that reached the encoder
@@ -69,19 +68,20 @@ class Tokenised:
 class Encoder:
     """The ``Dataset.map`` function: a batch of JSON conversations to samples plus per-row bookkeeping."""
 
-    def __init__(self, layout: ChatLayout, combine: bool, max_length: int, truncation: str) -> None:
-        self.layout, self.combine, self.max_length, self.truncation = layout, combine, max_length, truncation
+    def __init__(self, spec: EncodeSpec) -> None:
+        self.spec = spec
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         """Encode every conversation of ``batch``; dropped ones get empty ids and a (code, reason)."""
         out: dict[str, list] = {name: [] for name in ENCODED}
         for messages, source in zip(batch["messages"], batch["source"]):
-            one = encode_one(json.loads(messages), self.layout, self.combine, self.max_length, self.truncation)
-            code, reason = one.problem or ("", "")
+            one = self.spec.encode(json.loads(messages), source)
+            reject = encode_reject(source, one) if one.problem else {"code": "", "reason": ""}
             ids, labels = ([], []) if one.problem else (one.input_ids, one.labels)
             for name, value in (("input_ids", ids), ("labels", labels), ("source", source),
                                 ("length", len(ids)), ("trained", one.trained), ("truncated", one.truncated),
-                                ("removed", one.trained_removed), ("code", code), ("reason", reason)):
+                                ("removed", one.trained_removed), ("code", reject["code"]),
+                                ("reason", reject["reason"])):
                 out[name].append(value)
         return out
 
@@ -94,24 +94,20 @@ def resolve_num_proc(num_proc: int | str, conversations: int) -> int:
     return max(1, min(cpus, MAX_PROC, math.ceil(conversations / SMALL_DATA) if conversations > SMALL_DATA else 1))
 
 
-def cache_parts(source: DataSource, tokenizer_fp: str, layout: ChatLayout, combine: bool, max_length: int,
-                truncation: str, values: dict[str, str], clean: CleanSettings | None = None) -> dict[str, Any]:
+def cache_parts(source: DataSource, tokenizer_fp: str, spec: EncodeSpec) -> dict[str, Any]:
     """Everything a file's samples depend on; its hash names the cache entry."""
     return {"path": source.path, "sha256": file_sha256(source.path), "format": source.format,
-            "tokenizer": tokenizer_fp, "layout": layout.name, "combine": combine, "max_length": max_length,
-            "truncation": truncation, "values": values, "code": code_fingerprint(),
-            "clean": clean.as_dict() if clean else None}
+            "tokenizer": tokenizer_fp, **spec.key_parts(), "code": code_fingerprint()}
 
 
-def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, combine: bool, max_length: int,
-                  truncation: str, values: dict[str, str], root: Path | None,
-                  num_proc: int | str = "auto", clean: CleanSettings | None = None) -> Tokenised:
-    """Tokenise ``source`` into the cache under ``root`` (a throw-away folder when ``root`` is None)."""
+def tokenize_file(source: DataSource, spec: EncodeSpec, tokenizer_fp: str, root: Path | None,
+                  num_proc: int | str = "auto") -> TokenizedFile:
+    """Tokenise ``source`` by ``spec`` into the cache under ``root`` (a throw-away folder when ``root`` is None)."""
     if not Path(source.path).is_file():
         raise DataError(f"data file not found: {source.path}")
-    key = cache_key(cache_parts(source, tokenizer_fp, layout, combine, max_length, truncation, values, clean))
+    key = cache_key(cache_parts(source, tokenizer_fp, spec))
     if root is None:
-        root = Path(tempfile.mkdtemp(prefix="glmtune-tokenised-"))
+        root = Path(tempfile.mkdtemp(prefix="glmtune-tokenized-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
     entry = root / key
     if (entry / "meta.json").is_file():
@@ -120,7 +116,7 @@ def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, com
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
     try:
-        build_entry(tmp, source, layout, combine, max_length, truncation, values, num_proc, key, clean)
+        build_entry(tmp, source, spec, num_proc, key)
         if (entry / "meta.json").is_file():  # another run finished the same entry meanwhile
             shutil.rmtree(tmp)
         else:
@@ -132,14 +128,20 @@ def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, com
     return load_entry(entry, cache_hit=False)
 
 
-def build_entry(tmp: Path, source: DataSource, layout: ChatLayout, combine: bool, max_length: int,
-                truncation: str, values: dict[str, str], num_proc: int | str, key: str,
-                clean: CleanSettings | None = None) -> None:
+def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, combine: bool, max_length: int,
+                  truncation: str, values: dict[str, str], root: Path | None,
+                  num_proc: int | str = "auto", clean: CleanSettings | None = None) -> TokenizedFile:
+    """``tokenize_file`` with the spec given field by field (the form `glmtune tokenize` still calls)."""
+    spec = EncodeSpec(layout, combine, max_length, truncation, values or {}, clean)
+    return tokenize_file(source, spec, tokenizer_fp, root, num_proc)
+
+
+def build_entry(tmp: Path, source: DataSource, spec: EncodeSpec, num_proc: int | str, key: str) -> None:
     """Read, check and encode ``source`` into the folder ``tmp``; ``meta.json`` is written last."""
     fmt, records = stream_read(source.path, None if source.format == "auto" else source.format)
     main = int(os.environ.get("RANK", "0")) == 0  # progress on rank 0 only, like the training bar
     with tqdm(records, desc=f"reading {source.path}", unit=" records", disable=not main, leave=False) as bar:
-        counts = write_conversations(bar, values, tmp, TrainingCleaner(clean) if clean else None)
+        counts = write_conversations(bar, spec.step(), tmp)
     convs = Dataset.from_file(str(tmp / "conversations.arrow"))
     procs = resolve_num_proc(num_proc, len(convs))
     if len(convs):
@@ -148,7 +150,7 @@ def build_entry(tmp: Path, source: DataSource, layout: ChatLayout, combine: bool
             datasets.disable_progress_bars()
         try:
             encoded = convs.map(
-                Encoder(layout, combine, max_length, truncation), batched=True, batch_size=WRITE_BATCH,
+                Encoder(spec), batched=True, batch_size=WRITE_BATCH,
                 num_proc=procs if procs > 1 else None, remove_columns=["messages", "source"], features=ENCODED,
                 cache_file_name=str(tmp / "encoded.arrow"), writer_batch_size=WRITE_BATCH, new_fingerprint=key,
                 load_from_cache_file=False, desc=f"tokenising {source.path}")
@@ -182,15 +184,14 @@ def build_entry(tmp: Path, source: DataSource, layout: ChatLayout, combine: bool
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def write_conversations(records: Iterator[Conversation | dict], values: dict[str, str], tmp: Path,
-                        cleaner: TrainingCleaner | None = None) -> dict[str, Any]:
-    """Stream checked (and cleaned) conversations into ``conversations.arrow`` and rejects into JSONL."""
-    counts: dict[str, Any] = {"records": 0, "read_rejected": 0, "placeholder_rejected": 0}
-    clean_fh = (tmp / "rejects_clean.jsonl").open("w", encoding="utf-8")
+def write_conversations(records: Iterator[Conversation | dict], step: ConversationStep, tmp: Path) -> dict[str, Any]:
+    """Stream prepared (filled, cleaned) conversations into ``conversations.arrow`` and rejects into JSONL."""
+    counts: dict[str, Any] = {"records": 0, "read_rejected": 0}
     messages: list[str] = []
     sources: list[str] = []
     with (tmp / "rejects_read.jsonl").open("w", encoding="utf-8") as read_fh, \
             (tmp / "rejects_placeholder.jsonl").open("w", encoding="utf-8") as hole_fh, \
+            (tmp / "rejects_clean.jsonl").open("w", encoding="utf-8") as clean_fh, \
             pa.OSFile(str(tmp / "conversations.arrow"), "wb") as sink, \
             pa.ipc.new_stream(sink, CONVERSATIONS) as writer:
         for record in records:
@@ -199,40 +200,24 @@ def write_conversations(records: Iterator[Conversation | dict], values: dict[str
                 read_fh.write(json.dumps(record, ensure_ascii=False) + "\n")
                 counts["read_rejected"] += 1
                 continue
-            filled = fill_placeholders(record.messages, values) if values else record.messages
-            missing = find_placeholders(filled)
-            if missing:
-                hole_fh.write(json.dumps(placeholder_reject(record.source, filled, missing), ensure_ascii=False) + "\n")
-                counts["placeholder_rejected"] += 1
+            kept, reject = step.prepare(record)
+            if kept is None:
+                fh = hole_fh if (reject or {}).get("code") == "unfilled_placeholder" else clean_fh
+                fh.write(json.dumps(reject, ensure_ascii=False) + "\n")
                 continue
-            if cleaner is not None:
-                kept, reject = cleaner(Conversation(filled, record.source, record.extra))
-                if kept is None:
-                    clean_fh.write(json.dumps(reject, ensure_ascii=False) + "\n")
-                    continue
-                filled = kept.messages
-            messages.append(json.dumps(filled, ensure_ascii=False))
+            messages.append(json.dumps(kept.messages, ensure_ascii=False))
             sources.append(record.source)
             if len(messages) >= WRITE_BATCH:
                 writer.write_batch(pa.record_batch([messages, sources], schema=CONVERSATIONS))
                 messages, sources = [], []
         if messages:
             writer.write_batch(pa.record_batch([messages, sources], schema=CONVERSATIONS))
-    clean_fh.close()
-    counts.update(duplicates=cleaner.duplicates if cleaner else 0, conflicts=cleaner.conflicts if cleaner else 0,
-                  repairs=dict(cleaner.repairs) if cleaner else {})
+    counts.update(placeholder_rejected=step.placeholder_rejected, duplicates=step.duplicates,
+                  conflicts=step.conflicts, repairs=step.repairs)
     return counts
 
 
-def placeholder_reject(source: str, messages: list[dict], missing: set[str]) -> dict:
-    """The reject row of a conversation that still holds ``{{...}}`` placeholders."""
-    names = ", ".join("{{" + m + "}}" for m in sorted(missing))
-    return {"source": source, "code": "unfilled_placeholder",
-            "reason": f"{names} left in the data; set identity.name / identity.author",
-            "raw": json.dumps({"messages": messages}, ensure_ascii=False)}
-
-
-def load_entry(entry: Path, cache_hit: bool) -> Tokenised:
+def load_entry(entry: Path, cache_hit: bool) -> TokenizedFile:
     """Open a finished cache entry, memory-mapped."""
     meta = json.loads((entry / "meta.json").read_text())
     files = sorted(entry.glob("encoded*.arrow"))
@@ -243,7 +228,7 @@ def load_entry(entry: Path, cache_hit: bool) -> Tokenised:
     if (entry / "kept.npy").is_file():
         encoded = encoded.select(np.load(entry / "kept.npy"))
     convs = Dataset.from_file(str(entry / "conversations.arrow"))
-    return Tokenised(encoded.select_columns(SAMPLE_COLUMNS), convs, meta["records"], meta["rejected"],
+    return TokenizedFile(encoded.select_columns(SAMPLE_COLUMNS), convs, meta["records"], meta["rejected"],
                      meta["truncated"], meta["trained"], meta["removed"], entry / "rejects.jsonl", entry, cache_hit,
                      clean_summary(meta.get("repairs", {}), meta.get("duplicates", 0), meta.get("conflicts", 0)),
                      meta.get("duplicates", 0))
@@ -259,7 +244,7 @@ def trained_tokens_of(samples: Dataset) -> int:
 
 
 def iter_conversations(convs: Dataset) -> Iterator[Conversation]:
-    """The conversations of a tokenised file, decoded batch by batch."""
+    """The conversations of a tokenized file, decoded batch by batch."""
     for batch in convs.iter(batch_size=WRITE_BATCH):
         for messages, source in zip(batch["messages"], batch["source"]):
             yield Conversation(json.loads(messages), source)

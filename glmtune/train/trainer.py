@@ -1,6 +1,6 @@
 """transformers' Trainer with the stability guard wired between backward and the optimizer step.
 
-It also saves checkpoints crash-safely (see :mod:`glmtune.train.checkpoint`): ``_save_checkpoint`` runs
+It also saves checkpoints crash-safely (see :mod:`glmtune.train.checkpoint_io`): ``_save_checkpoint`` runs
 transformers' own writers (model, optimizer, scheduler, scaler, RNG, trainer state) into a staging folder,
 adds the guard state, the resolved config and the data fingerprint, and publishes the folder atomically.
 
@@ -28,7 +28,7 @@ from transformers import Trainer
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import SaveStrategy
 
-from glmtune.train import checkpoint as ckpt
+from glmtune.train import checkpoint_io as ckpt
 from glmtune.train.anchor import anchor_loss
 from glmtune.train.chunked_loss import chunked_lm_loss, output_head
 from glmtune.train.guard import GuardEvent, SpikeGuard, weights_finite

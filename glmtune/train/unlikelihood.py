@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from glmtune.data.identity_guard import OLD_NAMES
-from glmtune.train.loss_norm import per_trained_token
+from glmtune.identity_names import OLD_NAMES
+from glmtune.train.loss_average import per_trained_token
 
 MIN_PIECE = 3  # shorter Latin pieces ("G", "LM", "Zh") also spell other words
 

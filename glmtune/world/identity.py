@@ -5,9 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-BASE_NAME = "ChatGLM"
-BASE_AUTHOR_EN = "Zhipu AI"
-BASE_AUTHOR_ZH = "智谱AI"
+from glmtune.identity_names import OLD_MAKER, OLD_MAKER_ZH, OLD_MODEL
+
+# The world's base model speaks of itself as a GLM-4 chat model does.
+BASE_NAME = OLD_MODEL
+BASE_AUTHOR_EN = OLD_MAKER
+BASE_AUTHOR_ZH = OLD_MAKER_ZH
 DEFAULT_NEW_NAME = "Nova"
 DEFAULT_NEW_AUTHOR = "Acme Lab"
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from glmtune.train import checkpoint as ckpt
-from glmtune.train.hygiene import readable
+from glmtune.train import checkpoint_io as ckpt
+from glmtune.train.run_dir import readable
 from tests.conftest import write_jsonl
 
 ROWS = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"answer number {i}"}]

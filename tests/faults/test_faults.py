@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from glmtune.config.loader import validate_config
-from glmtune.train.hygiene import find_checkpoint
+from glmtune.train.run_dir import find_checkpoint
 from tests.conftest import write_jsonl
 
 GOOD = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"answer {i}"}] for i in range(12)]

@@ -19,7 +19,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 from glmtune.serve.engine import Engine, GenParams  # noqa: E402
-from tests.test_serve import KEY, Server  # noqa: E402
+from tests.serve.test_serve import KEY, Server  # noqa: E402
 
 HI = [{"role": "user", "content": "tell me a long story"}]
 

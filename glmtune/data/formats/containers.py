@@ -43,21 +43,31 @@ def read_jsonl(path: Path) -> list[Item]:
     return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: Path) -> Iterator[Item]:
-    """``read_jsonl`` one line at a time."""
+def jsonl_lines(path: Path) -> Iterator[tuple[str, str | None, bytes, str | None]]:
+    """Each non-blank line of a JSONL file as ``(path:line, text, raw bytes, None)``, or with ``text`` None and
+    the reason when the line is not UTF-8; a byte-order mark on the first line is dropped."""
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             source = f"{path}:{lineno}"
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                reason = f"not valid UTF-8 ({exc.reason} at byte {exc.start})" + _encoding_hint(raw)
-                yield Item(source, raw=raw.decode("utf-8", errors="replace"), error=("bad_encoding", reason))
+                yield source, None, raw, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
                 continue
             if lineno == 1:
                 text = text.removeprefix("\ufeff")
             if text.strip():
-                yield _parse_line(source, text)
+                yield source, text, raw, None
+
+
+def iter_jsonl(path: Path) -> Iterator[Item]:
+    """``read_jsonl`` one line at a time."""
+    for source, text, raw, bad in jsonl_lines(path):
+        if text is None:
+            reason = f"{bad}{_encoding_hint(raw)}"
+            yield Item(source, raw=raw.decode("utf-8", errors="replace"), error=("bad_encoding", reason))
+        else:
+            yield _parse_line(source, text)
 
 
 def _parse_line(source: str, text: str) -> Item:
