@@ -36,27 +36,10 @@ def load_prompts(path: Path, n: int) -> tuple[list[list[dict[str, Any]]], list[s
     return [p for p, _ in pairs], [r or "" for _, r in pairs]
 
 
-def official_predict(
-    model: Any,
-    tokenizer: Any,
-    layout: Any,
-    prompts: list[list[dict[str, Any]]],
-    references: list[str],
-    max_new_tokens: int,
-    workdir: str,
-) -> list[list[int]]:
-    """Reply ids (cut at the first stop id) through the official ``Seq2SeqTrainer.predict`` path, one per batch."""
-    import numpy as np
+def official_classes() -> tuple[type, type]:
+    """The official collator and ``Seq2SeqTrainer`` subclass (defined on first use: transformers loads lazily)."""
     import torch
-    from datasets import Dataset
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        GenerationConfig,
-        Seq2SeqTrainer,
-        Seq2SeqTrainingArguments,
-    )
-
-    from glmtune.infer.generate import split_reply
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
 
     class OfficialCollator(DataCollatorForSeq2Seq):
         """The official collator: right-pad ``output_ids`` with the pad id, then pad the rest as usual."""
@@ -91,9 +74,17 @@ def official_predict(
                 )
                 return loss, generated[:, input_ids.size()[1] :], output_ids
 
+    return OfficialCollator, OfficialTrainer
+
+
+def official_dataset(
+    tokenizer: Any, layout: Any, prompts: list[list[dict[str, Any]]], references: list[str], max_new_tokens: int
+) -> Any:
+    """The official eval rows: prompt ids, and reference ids cut to ``max_new_tokens`` plus the first stop id."""
+    from datasets import Dataset
+
     stop_ids = layout.stop_ids
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    dataset = Dataset.from_dict(
+    return Dataset.from_dict(
         {
             "input_ids": [layout.prompt_ids(p) for p in prompts],
             "output_ids": [
@@ -102,7 +93,14 @@ def official_predict(
             ],
         }
     )
-    args = Seq2SeqTrainingArguments(
+
+
+def official_args(workdir: str, max_new_tokens: int, stop_ids: list[int], pad_id: int) -> Any:
+    """``Seq2SeqTrainingArguments`` of the official evaluation: batch size 1, greedy generation with KV cache."""
+    import torch
+    from transformers import GenerationConfig, Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(
         output_dir=workdir,
         per_device_eval_batch_size=1,
         predict_with_generate=True,
@@ -119,11 +117,31 @@ def official_predict(
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = OfficialTrainer(
+
+
+def official_predict(
+    model: Any,
+    tokenizer: Any,
+    layout: Any,
+    prompts: list[list[dict[str, Any]]],
+    references: list[str],
+    max_new_tokens: int,
+    workdir: str,
+) -> list[list[int]]:
+    """Reply ids (cut at the first stop id) through the official ``Seq2SeqTrainer.predict`` path, one per batch."""
+    import numpy as np
+
+    from glmtune.infer.generate import split_reply
+
+    collator_class, trainer_class = official_classes()
+    stop_ids = layout.stop_ids
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    dataset = official_dataset(tokenizer, layout, prompts, references, max_new_tokens)
+    trainer = trainer_class(
         model=model,
-        args=args,
+        args=official_args(workdir, max_new_tokens, stop_ids, pad_id),
         processing_class=tokenizer,
-        data_collator=OfficialCollator(tokenizer, padding="longest", return_tensors="pt"),
+        data_collator=collator_class(tokenizer, padding="longest", return_tensors="pt"),
     )
     out = trainer.predict(dataset)
     return [split_reply([int(t) for t in row if t != -100], stop_ids, pad_id)[0] for row in np.asarray(out.predictions)]

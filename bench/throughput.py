@@ -245,8 +245,8 @@ def print_table(rows: dict[str, dict[str, Any]], peak: float) -> None:
               f"{100 * r['flops_6n'] / peak:>7.1f}%")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the contestants one at a time and write results.json."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench.throughput``."""
     ap = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--steps", type=int, default=20)
@@ -258,36 +258,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--glmtune-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a glmtune config override for its run, e.g. data.packing=false (repeatable)")
     ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    import torch
+    return ap
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no GPU", file=sys.stderr)
-        return 2
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    model = build_model(args.model_size, out / "models")
-    data, samples = write_data(out, Path(args.data_dir))
-    n_params = param_count(model)
-    bf16 = args.device == "cuda" and torch.cuda.is_bf16_supported()
-    dtype = "bfloat16" if bf16 else "float32"
-    config = json.loads((model / "config.json").read_text())
+
+def peak_shapes(device: str, batch: int, config: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """The matmul shapes timed for the peak: one MLP-sized product of the model, one big square one."""
     hidden, inter = config["hidden_size"], config["intermediate_size"]
-    tokens = args.batch * 256  # about one packed micro-batch of alpaca samples
-    big = 8192 if args.device == "cuda" else 2048
-    shapes = [(tokens, hidden, inter), (big, big, big)]
-    peaks = [{**p, "when": "before"} for p in matmul_peak(args.device, dtype, shapes)]
-    print(f"model {args.model_size}: {n_params:,} parameters; data {samples} samples; device {args.device} ({dtype})")
-    print_peaks(peaks)
-    log_every = max(1, args.steps // 10)
+    tokens = batch * 256  # about one packed micro-batch of alpaca samples
+    big = 8192 if device == "cuda" else 2048
+    return [(tokens, hidden, inter), (big, big, big)]
+
+
+def contestant_spec(args: argparse.Namespace, name: str, model: Path, data: Path, out: Path, bf16: bool) -> PeerSpec:
+    """The shared settings every contestant trains with, in its own folder ``out/name``."""
+    return PeerSpec(model_dir=str(model), train_jsonl=str(data), out_dir=str(out / name), lora_r=8,
+                    lora_alpha=16, lora_dropout=0.0, target_modules="all", learning_rate=2e-4,
+                    max_steps=args.steps, per_device_batch=args.batch, grad_accum=1,
+                    max_length=args.max_length, seed=42, scheduler="linear", warmup_ratio=0.0,
+                    bf16=bf16, device=args.device, logging_steps=max(1, args.steps // 10))
+
+
+def run_contestants(args: argparse.Namespace, model: Path, data: Path, out: Path, n_params: int, bf16: bool,
+                    dtype: str, shapes: list[tuple[int, int, int]], peaks: list[dict]
+                    ) -> tuple[dict[str, dict[str, Any]], PeerSpec]:
+    """Run each contestant, timing the matmul peak again after each (appended to ``peaks``); rows and last spec."""
     rows: dict[str, dict[str, Any]] = {}
     previous = peaks
     for name in args.contestants.split(","):
-        spec = PeerSpec(model_dir=str(model), train_jsonl=str(data), out_dir=str(out / name), lora_r=8,
-                        lora_alpha=16, lora_dropout=0.0, target_modules="all", learning_rate=2e-4,
-                        max_steps=args.steps, per_device_batch=args.batch, grad_accum=1,
-                        max_length=args.max_length, seed=42, scheduler="linear", warmup_ratio=0.0,
-                        bf16=bf16, device=args.device, logging_steps=log_every)
+        spec = contestant_spec(args, name, model, data, out, bf16)
         print(f"running {name} ...", flush=True)
         try:
             result = run_glmtune(spec, args.glmtune_set) if name == "glmtune" else run_peer(name, spec)
@@ -306,6 +304,30 @@ def main(argv: list[str] | None = None) -> int:
             rows[name]["adjacent_peak"] = max(p["flops"] for p in previous + after)
         peaks += after
         previous = after
+    return rows, spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the contestants one at a time and write results.json."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no GPU", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_model(args.model_size, out / "models")
+    data, samples = write_data(out, Path(args.data_dir))
+    n_params = param_count(model)
+    bf16 = args.device == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = "bfloat16" if bf16 else "float32"
+    config = json.loads((model / "config.json").read_text())
+    shapes = peak_shapes(args.device, args.batch, config)
+    peaks = [{**p, "when": "before"} for p in matmul_peak(args.device, dtype, shapes)]
+    print(f"model {args.model_size}: {n_params:,} parameters; data {samples} samples; device {args.device} ({dtype})")
+    print_peaks(peaks)
+    rows, spec = run_contestants(args, model, data, out, n_params, bf16, dtype, shapes, peaks)
     peak = max(p["flops"] for p in peaks)
     print(f"matmul peak: {peak:.3g} FLOP/s (the highest of the runs above)")
     print_table(rows, peak)

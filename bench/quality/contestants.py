@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.stability import max_ratio, official_config, read_log, step_losses
+from bench.stability_runs import max_ratio, official_config, read_log, step_losses
 
 CONTESTANTS = ("glmtune", "official", "llamafactory", "trl")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.stability import (
+from bench.stability_runs import (
     final_loss,
     guard_event_counts,
     max_ratio,

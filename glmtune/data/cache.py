@@ -19,6 +19,7 @@ CACHE_ENV = "GLMTUNE_CACHE"
 STALE_BUILD_S = 24 * 3600  # an unfinished build folder this old belongs to a crashed run
 # Modules whose code decides what a sample's tokens are; editing any of them invalidates every cache entry.
 ENCODING_CODE = ("data/read.py", "data/conversation.py", "data/placeholders.py", "data/formats",
+                 "data/train_clean.py", "data/repair.py", "data/encoding.py", "identity_names.py",
                  "layout", "glm4_texts.py", "train/tokenize.py")
 
 

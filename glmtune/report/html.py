@@ -253,6 +253,54 @@ def _img(path: Path) -> str:
     return f'<img alt="{escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _page_head(run_dir: Path) -> list[str]:
+    """The document head with the embedded CSS, the title and the line with the run folder and the time."""
+    now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>glmtune report: {escape(run_dir.name)}</title><style>{CSS}</style></head><body>",
+        f"<h1>glmtune run report: {escape(run_dir.name)}</h1>",
+        f'<p class="sub">{escape(str(run_dir))} · generated {escape(now)}</p>',
+    ]
+
+
+def _curves_section(images: dict[str, Path], drawn: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The embedded curve plots with a line on what they show, or a note that there are none."""
+    if not images:
+        return ['<p class="note">No training curves: log.jsonl is missing or holds no loss.</p>']
+    parts = ['<div class="plots">' + "".join(_img(p) for p in images.values()) + "</div>"]
+    every = "every optimiser step (steps.jsonl)" if drawn is not rows else "the logged steps (log.jsonl)"
+    parts.append(f'<p class="sub">Train loss, learning rate and grad norm at {every}.</p>')
+    if "eval_loss" not in {k for r in rows for k in r}:
+        parts.append('<p class="note">No eval loss was logged (no validation split or eval file).</p>')
+    return parts
+
+
+def _eval_or_hint(eval_metrics: dict[str, Any] | None, run_dir: Path) -> str:
+    """The evaluation section, or how to add one when the run has no metrics."""
+    if eval_metrics:
+        return _eval_section(eval_metrics)
+    return (f'<p class="note">No evaluation yet: <code>glmtune eval --out {escape(str(run_dir / "eval"))} '
+            "...</code> adds it here.</p>")
+
+
+def _closing_parts(config: Path, notes: list[str]) -> list[str]:
+    """The collapsible ``config.yaml`` (when present), the notes (when any) and the end of the document."""
+    parts = []
+    if config.is_file():
+        parts.append(
+            "<details><summary>config.yaml</summary><pre>"
+            + escape(config.read_text(encoding="utf-8", errors="replace"))
+            + "</pre></details>"
+        )
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    parts.append("</body></html>")
+    return parts
+
+
 def render_report(
     run_dir: Path, eval_metrics: dict[str, Any] | None = None, examples: list[dict[str, Any]] | None = None
 ) -> str:
@@ -271,48 +319,16 @@ def render_report(
     if eval_metrics is None:
         eval_metrics, examples = _run_eval(run_dir, notes, examples)
     data = _read_json(run_dir / DATA_FILE, notes)
-    config = run_dir / "config.yaml"
-    now = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>glmtune report: {escape(run_dir.name)}</title><style>{CSS}</style></head><body>",
-        f"<h1>glmtune run report: {escape(run_dir.name)}</h1>",
-        f'<p class="sub">{escape(str(run_dir))} · generated {escape(now)}</p>',
-        "<h2>Summary</h2>",
-        _summary_section(summary, guard_events),
-        "<h2>Training curves</h2>",
-    ]
-    if images:
-        parts.append('<div class="plots">' + "".join(_img(p) for p in images.values()) + "</div>")
-        every = "every optimiser step (steps.jsonl)" if drawn is not rows else "the logged steps (log.jsonl)"
-        parts.append(f'<p class="sub">Train loss, learning rate and grad norm at {every}.</p>')
-        if "eval_loss" not in {k for r in rows for k in r}:
-            parts.append('<p class="note">No eval loss was logged (no validation split or eval file).</p>')
-    else:
-        parts.append('<p class="note">No training curves: log.jsonl is missing or holds no loss.</p>')
+    parts = [*_page_head(run_dir), "<h2>Summary</h2>", _summary_section(summary, guard_events),
+             "<h2>Training curves</h2>", *_curves_section(images, drawn, rows)]
     parts += ["<h2>Stability events</h2>", _events_section(guard_events, summary)]
     parts += ["<h2>Data</h2>", data_section(data if isinstance(data, dict) else None, run_dir)]
-    parts.append("<h2>Evaluation</h2>")
-    if eval_metrics:
-        parts.append(_eval_section(eval_metrics))
-    else:
-        parts.append(f'<p class="note">No evaluation yet: <code>glmtune eval --out {escape(str(run_dir / "eval"))} '
-                     "...</code> adds it here.</p>")
+    parts += ["<h2>Evaluation</h2>", _eval_or_hint(eval_metrics, run_dir)]
     if examples:
         parts += ["<h2>Example answers</h2>", _examples_section(examples)]
     parts += ["<h2>Resolved plan</h2>", _plan_section(plan if isinstance(plan, dict) else None)]
-    if config.is_file():
-        parts.append(
-            "<details><summary>config.yaml</summary><pre>"
-            + escape(config.read_text(encoding="utf-8", errors="replace"))
-            + "</pre></details>"
-        )
-    if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
-    parts.append("</body></html>")
+    parts += _closing_parts(run_dir / "config.yaml", notes)
     return "\n".join(parts)
 
 

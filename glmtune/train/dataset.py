@@ -18,7 +18,7 @@ from glmtune.data.train_clean import CleanSettings
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import EncodeResult, EncodeSpec
-from glmtune.train.tokenize import iter_conversations, tokenize_file, trained_tokens_of
+from glmtune.train.tokenize import TokenizedFile, iter_conversations, tokenize_file, trained_tokens_of
 
 Rows = list[dict[str, Any]] | Dataset  # samples: in-memory rows, or Arrow (memory-mapped) with the same columns
 MODEL_INPUTS = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32"))})
@@ -104,44 +104,69 @@ def encode_sources(
     spec = as_spec(layout, combine, max_length, truncation, values, clean)
     tokenizer_fp = tokenizer_fingerprint(spec.layout.tokenizer)  # type: ignore[attr-defined]
     root = cache_root(cache_dir) if cache else None
-    parts: list[Dataset] = []
-    convs: list[Dataset] = []
-    reject_files: list[Path] = []
-    entries: list[Path] = []  # cache folders the samples are read from
-    total = rejected = removed = 0
-    merged = EncodeResult()
+    tally = _SourceTally()
     for source in sources:
         tok = tokenize_file(source, spec, tokenizer_fp, root, num_proc)
         if tok.cleaning:
             say(f"  {source.path}: {tok.cleaning}")
-        removed += tok.removed_duplicates
         samples = weighted_dataset(tok.samples, source.weight, seed)
-        parts.append(samples)
-        convs.append(tok.conversations)
-        total += tok.records
-        rejected += tok.rejected
-        reject_files.append(tok.rejects_file)
-        entries.append(tok.path)
-        merged.truncated += tok.truncated
+        tally.add(source, tok, samples)
+        _say_source(source, tok, samples, spec, cache, say)
+    where = _write_rejects(tally.reject_files, tally.rejected, tally.removed, rejects_path, say)
+    rows = concatenate_datasets(tally.parts) if len(tally.parts) > 1 else tally.parts[0]
+    _check_rejects(len(rows), tally.total, tally.rejected, max_reject_ratio, where)
+    return Encoded(rows, tally.merged, tally.total, tally.rejected, ConversationView(tally.convs),
+                   tally.entries if root is not None else [])
+
+
+@dataclass
+class _SourceTally:
+    """What the sources tokenised so far add up to: samples, conversations, rejects and cache folders."""
+
+    parts: list[Dataset] = field(default_factory=list)
+    convs: list[Dataset] = field(default_factory=list)
+    reject_files: list[Path] = field(default_factory=list)
+    entries: list[Path] = field(default_factory=list)  # cache folders the samples are read from
+    total: int = 0
+    rejected: int = 0
+    removed: int = 0
+    merged: EncodeResult = field(default_factory=EncodeResult)
+
+    def add(self, source: DataSource, tok: TokenizedFile, samples: Dataset) -> None:
+        """Count in one tokenised source whose weighted samples are ``samples``."""
+        self.removed += tok.removed_duplicates
+        self.parts.append(samples)
+        self.convs.append(tok.conversations)
+        self.total += tok.records
+        self.rejected += tok.rejected
+        self.reject_files.append(tok.rejects_file)
+        self.entries.append(tok.path)
+        self.merged.truncated += tok.truncated
         # supervised tokens follow the weighted sampling: weight 0.1 keeps a tenth of the file's samples
-        merged.trained_tokens += tok.trained_tokens if source.weight == 1.0 else trained_tokens_of(samples)
-        merged.trained_tokens_removed += tok.trained_tokens_removed
-        weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
-        say(f"  {source.path}: {tok.records} records -> {len(samples)} samples{weight}, {tok.rejected} left out, "
-            f"{tok.truncated} over max_length={spec.max_length} fitted by '{spec.truncation}' "
-            f"({tok.trained_tokens_removed} trained tokens removed)")
-        where = f"cache hit: {tok.path}" if tok.cache_hit else (f"cached: {tok.path}" if cache else "cache off")
-        say(f"  tokenized {len(tok.samples)} samples ({where})")
-    where = _write_rejects(reject_files, rejected, removed, rejects_path, say)
-    rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    if not len(rows):
+        self.merged.trained_tokens += tok.trained_tokens if source.weight == 1.0 else trained_tokens_of(samples)
+        self.merged.trained_tokens_removed += tok.trained_tokens_removed
+
+
+def _say_source(source: DataSource, tok: TokenizedFile, samples: Dataset, spec: EncodeSpec, cache: bool,
+                say: Any) -> None:
+    """Report one tokenised source: records to samples, the length policy, and where its cache is."""
+    weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
+    say(f"  {source.path}: {tok.records} records -> {len(samples)} samples{weight}, {tok.rejected} left out, "
+        f"{tok.truncated} over max_length={spec.max_length} fitted by '{spec.truncation}' "
+        f"({tok.trained_tokens_removed} trained tokens removed)")
+    where = f"cache hit: {tok.path}" if tok.cache_hit else (f"cached: {tok.path}" if cache else "cache off")
+    say(f"  tokenized {len(tok.samples)} samples ({where})")
+
+
+def _check_rejects(kept: int, total: int, rejected: int, max_reject_ratio: float, where: str) -> None:
+    """Refuse (``DataError``) when no sample is left or more than ``max_reject_ratio`` of the records were rejected."""
+    if not kept:
         raise DataError(f"no usable training sample ({rejected} left out, see {where})")
     if total and rejected / total > max_reject_ratio:
         raise DataError(
             f"{rejected} of {total} records ({rejected / total:.0%}) were rejected, more than "
             f"data.max_reject_ratio={max_reject_ratio:g}; see {where} for each record and its reason"
         )
-    return Encoded(rows, merged, total, rejected, ConversationView(convs), entries if root is not None else [])
 
 
 def _write_rejects(files: list[Path], rejected: int, removed: int, rejects_path: Path | None, say: Any) -> str:

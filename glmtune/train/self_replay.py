@@ -128,6 +128,82 @@ def _names(identity_names: tuple[str, ...]) -> list[str]:
     return [n.casefold() for n in (*OLD_NAMES, *identity_names) if n and n.strip()]
 
 
+def _prompt_drop_reason(prompt: str, seen: set[str], names: list[str]) -> str:
+    """Why a drafted prompt is dropped before it is answered ("" when it is kept)."""
+    return ("unfinished or empty prompt" if not prompt else
+            "duplicate or training prompt" if prompt in seen else
+            "names an identity" if any(n in prompt.casefold() for n in names) else "")
+
+
+def _reply_drop_reason(reply: Any, names: list[str]) -> str:
+    """Why the base model's greedy reply to a prompt is dropped ("" when it is kept)."""
+    return ("reply did not stop" if reply.finish_reason != "stop" else
+            "empty reply" if not reply.text else
+            "reply loops" if has_loop(reply.text) else
+            "names an identity" if any(n in reply.text.casefold() for n in names) else "")
+
+
+@dataclass
+class _DraftJudge:
+    """Keeps the drafts whose prompt and greedy reply pass every filter, up to ``count`` in ``result``."""
+
+    model: Any
+    tokenizer: Any
+    layout: ChatLayout
+    count: int
+    seen: set[str]
+    names: list[str]
+    result: SelfReplay
+
+    def __call__(self, drafts: list[str]) -> int:
+        """Judge one batch of drafted prompts; return how many conversations it added."""
+        prompts: list[str] = []
+        for prompt in drafts:
+            reason = _prompt_drop_reason(prompt, self.seen, self.names)
+            if reason:
+                self.result.dropped.append({"prompt": prompt, "reason": reason})
+                continue
+            self.seen.add(prompt)
+            prompts.append(prompt)
+        with generation_progress(self.model, len(prompts), "self-replay: answering prompts"):
+            replies = generate_replies(self.model, self.tokenizer, self.layout,
+                                       [[{"role": "user", "content": p}] for p in prompts],
+                                       max_new_tokens=REPLY_TOKENS, batch_size=BATCH, loop_rule=None)
+        before = len(self.result.conversations)
+        for prompt, reply in zip(prompts, replies):
+            reason = _reply_drop_reason(reply, self.names)
+            if reason or len(self.result.conversations) >= self.count:
+                self.result.dropped.append({"prompt": prompt, "reply": reply.text,
+                                            "reason": reason or "enough samples"})
+                continue
+            self.result.conversations.append([{"role": "user", "content": prompt},
+                                              {"role": "assistant", "content": reply.text}])
+        return len(self.result.conversations) - before
+
+
+def _draft_and_judge(judge: _DraftJudge, model: Any, tokenizer: Any, count: int, seed: int, source: str) -> None:
+    """Judge the given prompts (plus a first round the model samples), then sample more rounds while worth it."""
+    result = judge.result
+    given = read_prompts("bundled" if source == "auto" else source) if source != "model" else []
+    random.Random(seed).shuffle(given)
+    drafts = given[:count * OVERSAMPLE]
+    sampling = source in ("auto", "model")
+    wanted = min(SAMPLE_ROUND, count * OVERSAMPLE - len(drafts)) if sampling else 0
+    if wanted > 0:
+        with generation_progress(model, wanted, "self-replay: sampling prompts", "prompt"):
+            drafts += sample_prompts(model, tokenizer, wanted, seed)
+    kept = judge(drafts)
+    rounds = 1
+    # Sample more in rounds while the model's own prompts are worth it: an untrained or poor writer of
+    # prompts keeps almost none, and thousands of drafts would only cost time.
+    while (sampling and wanted > 0 and len(result.conversations) < count and kept > 0
+           and kept >= MIN_KEEP * len(drafts)):
+        wanted = min(SAMPLE_ROUND, (count - len(result.conversations)) * OVERSAMPLE)
+        with generation_progress(model, wanted, f"self-replay: sampling prompts (round {rounds + 1})", "prompt"):
+            drafts = sample_prompts(model, tokenizer, wanted, seed + rounds)
+        kept, rounds = judge(drafts), rounds + 1
+
+
 def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int, seed: int,
                       avoid_prompts: set[str], identity_names: tuple[str, ...] = (), source: str = "model"
                       ) -> SelfReplay:
@@ -141,56 +217,10 @@ def build_self_replay(model: Any, tokenizer: Any, layout: ChatLayout, count: int
     result = SelfReplay()
     if count <= 0:
         return result
-    seen = {p.strip() for p in avoid_prompts}
-    names = _names(identity_names)
-
-    def judge(drafts: list[str]) -> int:
-        """Keep the drafts whose prompt and greedy reply pass every filter (up to ``count`` in all)."""
-        prompts: list[str] = []
-        for prompt in drafts:
-            reason = ("unfinished or empty prompt" if not prompt else
-                      "duplicate or training prompt" if prompt in seen else
-                      "names an identity" if any(n in prompt.casefold() for n in names) else "")
-            if reason:
-                result.dropped.append({"prompt": prompt, "reason": reason})
-                continue
-            seen.add(prompt)
-            prompts.append(prompt)
-        with generation_progress(model, len(prompts), "self-replay: answering prompts"):
-            replies = generate_replies(model, tokenizer, layout, [[{"role": "user", "content": p}] for p in prompts],
-                                       max_new_tokens=REPLY_TOKENS, batch_size=BATCH, loop_rule=None)
-        before = len(result.conversations)
-        for prompt, reply in zip(prompts, replies):
-            reason = ("reply did not stop" if reply.finish_reason != "stop" else
-                      "empty reply" if not reply.text else
-                      "reply loops" if has_loop(reply.text) else
-                      "names an identity" if any(n in reply.text.casefold() for n in names) else "")
-            if reason or len(result.conversations) >= count:
-                result.dropped.append({"prompt": prompt, "reply": reply.text, "reason": reason or "enough samples"})
-                continue
-            result.conversations.append([{"role": "user", "content": prompt},
-                                         {"role": "assistant", "content": reply.text}])
-        return len(result.conversations) - before
-
+    judge = _DraftJudge(model, tokenizer, layout, count, {p.strip() for p in avoid_prompts},
+                        _names(identity_names), result)
     with generation_mode(model):
-        given = read_prompts("bundled" if source == "auto" else source) if source != "model" else []
-        random.Random(seed).shuffle(given)
-        drafts = given[:count * OVERSAMPLE]
-        sampling = source in ("auto", "model")
-        wanted = min(SAMPLE_ROUND, count * OVERSAMPLE - len(drafts)) if sampling else 0
-        if wanted > 0:
-            with generation_progress(model, wanted, "self-replay: sampling prompts", "prompt"):
-                drafts += sample_prompts(model, tokenizer, wanted, seed)
-        kept = judge(drafts)
-        rounds = 1
-        # Sample more in rounds while the model's own prompts are worth it: an untrained or poor writer of
-        # prompts keeps almost none, and thousands of drafts would only cost time.
-        while (sampling and wanted > 0 and len(result.conversations) < count and kept > 0
-               and kept >= MIN_KEEP * len(drafts)):
-            wanted = min(SAMPLE_ROUND, (count - len(result.conversations)) * OVERSAMPLE)
-            with generation_progress(model, wanted, f"self-replay: sampling prompts (round {rounds + 1})", "prompt"):
-                drafts = sample_prompts(model, tokenizer, wanted, seed + rounds)
-            kept, rounds = judge(drafts), rounds + 1
+        _draft_and_judge(judge, model, tokenizer, count, seed, source)
     random.Random(seed).shuffle(result.conversations)
     return result
 
