@@ -6,9 +6,9 @@ vocabulary that is 0.6 MB a token in fp32 (2.4 GB for a 4,096-token micro-batch,
 activations of its 40 layers under checkpointing. Here the model returns its final hidden states instead
 (``logits_to_keep=1``), the positions whose label is -100 (prompts, padding) are dropped before the head, and
 the head and cross-entropy run over chunks of the rest, each under activation checkpointing, so that at most
-one chunk's logits exist at a time. The same sums give the unlikelihood term (glmtune.train.unlikelihood)
-and the base anchor (glmtune.train.anchor, whose base-model logits are made per chunk too) when they are on.
-Loss and gradients equal the usual ones (tests/train/test_chunked_loss.py, tests/train/test_anchor.py).
+one chunk's logits exist at a time. The same sums give the unlikelihood term (glmtune.train.regularisers.unlikelihood)
+and the base anchor (glmtune.train.regularisers.anchor, whose base-model logits are made per chunk too) when they are on.
+Loss and gradients equal the usual ones (tests/train/test_chunked_loss.py, tests/train/regularisers/test_anchor.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from glmtune.train.anchor import anchor_kl
 from glmtune.train.loss_average import per_trained_token
-from glmtune.train.unlikelihood import penalty
+from glmtune.train.regularisers.anchor import anchor_kl
+from glmtune.train.regularisers.unlikelihood import penalty
 
 LOSS_CHUNK_TOKENS = 1024  # rows of logits alive at once (the planner weighs this chunk in its memory estimate)
 

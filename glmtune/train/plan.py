@@ -14,7 +14,6 @@ from typing import Any
 
 from glmtune.config.schema import GlmtuneConfig
 from glmtune.train.chunked_loss import LOSS_CHUNK_TOKENS
-from glmtune.train.identity_replay import MAX_QUESTIONS
 from glmtune.train.plan_inputs import DataStats, ModelShape
 from glmtune.train.plan_rules import (
     MIXED_MIN_BATCH,
@@ -37,6 +36,7 @@ from glmtune.train.plan_rules import (
     rule_val_size,
     tier,
 )
+from glmtune.train.regularisers.identity_replay import MAX_QUESTIONS
 
 
 @dataclass(frozen=True)

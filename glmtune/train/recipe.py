@@ -179,7 +179,7 @@ def load_base_model(config: GlmtuneConfig, run: RunContext) -> Any:
     """The base model in training mode; frozen base weights of adapter methods may sit in bf16."""
     data = config.data
     if float(data.self_replay) > 0 and data.self_replay_prompts not in ("auto", "model"):
-        from glmtune.train.self_replay import read_prompts
+        from glmtune.train.regularisers.self_replay import read_prompts
 
         read_prompts(data.self_replay_prompts)  # a bad prompts file fails before the model is loaded
     precision = run.precision
@@ -202,7 +202,7 @@ def draft_with_base_model(model: Any, prepared: PreparedRun, split: SplitData,
     if data.identity_replay is True and stream:
         say("identity replay: off for streamed data (the training questions are not in memory to answer)")
     if data.identity_replay is True and config.identity.name and not stream:
-        from glmtune.train.identity_replay import identity_replay_rows
+        from glmtune.train.regularisers.identity_replay import identity_replay_rows
 
         with generation_progress(model, None, "identity replay: drafting"):
             renamed = identity_replay_rows(
@@ -210,7 +210,7 @@ def draft_with_base_model(model: Any, prepared: PreparedRun, split: SplitData,
                 config.identity.author, held_out, data.max_length, data.truncation, run.writes, say)
     replayed: int | None = None
     if float(data.self_replay) > 0 and not stream:
-        from glmtune.train.self_replay import self_replay_rows
+        from glmtune.train.regularisers.self_replay import self_replay_rows
 
         names = tuple(n for n in (config.identity.name, config.identity.author) if n)
         # the ratio holds against everything the fine-tune teaches, renamed identity answers included
@@ -359,7 +359,7 @@ def run_summary(trainer: Any, plan: Plan, guard: SpikeGuard | None, run: RunCont
 
 def suppressed_ids(tokenizer: Any, config: GlmtuneConfig, say: Any) -> list[int]:
     """The old identity's token ids for the unlikelihood term (none when it is off), minus the new identity's."""
-    from glmtune.train.unlikelihood import old_name_token_ids
+    from glmtune.train.regularisers.unlikelihood import old_name_token_ids
 
     identity = config.identity
     if not identity.name or float(identity.unlikelihood) <= 0:

@@ -29,10 +29,10 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import SaveStrategy
 
 from glmtune.train import checkpoint_io as ckpt
-from glmtune.train.anchor import anchor_loss
 from glmtune.train.chunked_loss import chunked_lm_loss, output_head
 from glmtune.train.guard import GuardEvent, SpikeGuard, weights_finite
-from glmtune.train.unlikelihood import unlikelihood_loss
+from glmtune.train.regularisers.anchor import anchor_loss
+from glmtune.train.regularisers.unlikelihood import unlikelihood_loss
 
 SMALL_RUN_STEPS = 1000  # runs this short read every step back (one host sync per step) for curves and the bar
 
@@ -56,9 +56,9 @@ class GuardedTrainer(Trainer):
         super().__init__(*args, **kwargs)
         # right-padded batches (glmtune.train.collate): the padding mask is counted, then left out of the forward
         self.causal_padding = causal_padding
-        self.anchor_weight = anchor_weight  # glmtune.train.anchor: KL to the adapter-free base model
+        self.anchor_weight = anchor_weight  # glmtune.train.regularisers.anchor: KL to the adapter-free base model
         self.chunked_loss = chunked_loss  # glmtune.train.chunked_loss: no full logits tensor
-        # unlikelihood on the old identity's tokens (glmtune.train.unlikelihood); off when weight or ids are empty
+        # unlikelihood on the old identity's tokens (glmtune.train.regularisers.unlikelihood); off when weight or ids are empty
         self.suppress = torch.tensor(suppress_ids or [], dtype=torch.long) if suppress_weight > 0 else None
         self.suppress_weight = suppress_weight
         self.checkpoint_files = dict(checkpoint_files or {})  # name -> text written into every checkpoint

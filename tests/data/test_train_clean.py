@@ -14,8 +14,8 @@ from glmtune.data.train_clean import CleanSettings, clean_for_training
 from glmtune.errors import DataError
 from glmtune.infer.generate import Generation
 from glmtune.layout import get_layout
-from glmtune.train import self_replay
 from glmtune.train.dataset import encode_sources
+from glmtune.train.regularisers import self_replay
 
 
 def conv(q: str, a: str, source: str) -> Conversation:

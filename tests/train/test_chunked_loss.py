@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glmtune.train.chunked_loss import chunked_lm_loss, output_head, supports_chunked_loss
-from glmtune.train.unlikelihood import unlikelihood_loss
+from glmtune.train.regularisers.unlikelihood import unlikelihood_loss
 
 
 def lora_model(tiny_model: Path, method: str = "lora"):

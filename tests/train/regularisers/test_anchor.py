@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glmtune.train.anchor import anchor_kl, anchor_loss
 from glmtune.train.chunked_loss import chunked_lm_loss, output_head
+from glmtune.train.regularisers.anchor import anchor_kl, anchor_loss
 from tests.train.test_chunked_loss import grads, lora_model
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glmtune.train.unlikelihood import old_name_token_ids, unlikelihood_loss
+from glmtune.train.regularisers.unlikelihood import old_name_token_ids, unlikelihood_loss
 
 
 def test_old_name_tokens_spare_pieces_other_words_use(tiny_tokenizer) -> None:

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from glmtune.data.conversation import Conversation
-from glmtune.train import identity_replay
-from glmtune.train.identity_replay import identity_questions, identity_replay_rows, rename
+from glmtune.train.regularisers import identity_replay
+from glmtune.train.regularisers.identity_replay import identity_questions, identity_replay_rows, rename
 
 
 @pytest.mark.parametrize("text, expected", [
