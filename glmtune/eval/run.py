@@ -169,13 +169,18 @@ def evaluate(
                                             old_authors, max_new_tokens, batch_size)
     if general_set is not None and loaded:
         metrics["retention"] = _retention(loaded, general_set, max_new_tokens, batch_size)
-    if metrics_path:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print_metrics(metrics, say)
-    if metrics_path:
-        say(f"wrote {metrics_path}")
+    _write_metrics(metrics_path, metrics, say)
     return metrics
+
+
+def _write_metrics(path: Path | None, metrics: dict[str, Any], say: Say) -> None:
+    """Print the metrics table, then write ``metrics.json`` when there is a path."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print_metrics(metrics, say)
+    if path:
+        say(f"wrote {path}")
 
 
 def _retention(loaded: tuple[Any, Any, Any], general_set: list[dict[str, Any]], max_new_tokens: int,

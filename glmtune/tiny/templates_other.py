@@ -54,31 +54,7 @@ def chatml_template(default_system: str | None, thinking: bool) -> str:
     its think block while it is the last message and without it once the conversation goes on.
     """
     default = "none" if default_system is None else _literal(default_system)
-    think = "{{ content }}"
-    last_query = ""
-    if thinking:
-        last_query = (
-            "{% set ns = namespace(last_query=messages | length - 1) %}{% for message in messages %}"
-            "{% if message.role == 'user' and not (message.content is string "
-            "and message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}"
-            "{% set ns.last_query = loop.index0 %}{% endif %}{% endfor %}"
-        )
-        think = (
-            "{% set reasoning = message.reasoning_content if message.reasoning_content is string else '' %}"
-            "{% if message.reasoning_content is not string and '</think>' in content %}"
-            "{% set reasoning = content.split('</think>')[0].rstrip('\\n')"
-            ".split('<think>')[-1].lstrip('\\n') %}"
-            "{% set content = content.split('</think>')[-1].lstrip('\\n') %}{% endif %}"
-            "{% if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
-            "{{ '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
-            "{% else %}{{ content }}{% endif %}"
-        )
-    prompt_tail = ""
-    if thinking:
-        prompt_tail = (
-            "{% if enable_thinking is defined and enable_thinking is false %}"
-            "<think>\n\n</think>\n\n{% endif %}"
-        )
+    last_query, think, prompt_tail = _thinking_parts() if thinking else ("", "{{ content }}", "")
     return (
         last_query + "{% if messages and messages[0].role == 'system' %}{% set system = messages[0].content %}"
         "{% else %}{% set system = " + default + " %}{% endif %}"
@@ -102,6 +78,28 @@ def chatml_template(default_system: str | None, thinking: bool) -> str:
         "{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n" + prompt_tail + "{% endif %}"
     )
+
+def _thinking_parts() -> tuple[str, str, str]:
+    """Qwen3's thinking pieces: find the last user query, render a reply's reasoning, and the prompt's tail."""
+    last_query = (
+        "{% set ns = namespace(last_query=messages | length - 1) %}{% for message in messages %}"
+        "{% if message.role == 'user' and not (message.content is string "
+        "and message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}"
+        "{% set ns.last_query = loop.index0 %}{% endif %}{% endfor %}"
+    )
+    think = (
+        "{% set reasoning = message.reasoning_content if message.reasoning_content is string else '' %}"
+        "{% if message.reasoning_content is not string and '</think>' in content %}"
+        "{% set reasoning = content.split('</think>')[0].rstrip('\\n')"
+        ".split('<think>')[-1].lstrip('\\n') %}"
+        "{% set content = content.split('</think>')[-1].lstrip('\\n') %}{% endif %}"
+        "{% if loop.index0 > ns.last_query and (loop.last or reasoning) %}"
+        "{{ '<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}"
+        "{% else %}{{ content }}{% endif %}"
+    )
+    prompt_tail = "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    return last_query, think, prompt_tail
+
 
 
 def qwen2_chat_template() -> str:
