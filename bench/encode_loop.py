@@ -9,6 +9,7 @@ placeholder filling and cleaning calls), so that agreement between the two means
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
 from glmtune.layout.encode import EncodeResult, encode_conversations
 from glmtune.train.dataset import ConversationView, Encoded, weighted_indices
+
+log = logging.getLogger(__name__)
 
 
 def read_source(source: DataSource, values: dict[str, str]) -> tuple[list[Conversation], list[dict], int]:
@@ -47,15 +50,15 @@ def _write_rejects(rows: list[dict], path: Path) -> None:
 
 
 def _encode_file(source: DataSource, layout: ChatLayout, combine: bool, max_length: int, values: dict[str, str],
-                 truncation: str, clean: CleanSettings | None, say: Any) -> tuple[list[Conversation], list[dict],
-                                                                                   int, EncodeResult]:
+                 truncation: str, clean: CleanSettings | None) -> tuple[list[Conversation], list[dict], int,
+                                                                         EncodeResult]:
     """One file: read, fill, clean and encode; (conversations, rejects, records, encoded)."""
     convs, bad, records = read_source(source, values)
     if clean is not None:
         cleaned = clean_for_training(convs, clean.repair, clean.name, clean.author, clean.drop_conflicts)
         convs, bad = cleaned.kept, bad + cleaned.rejects
         if cleaned.summary():
-            say(f"  {source.path}: {cleaned.summary()}")
+            log.info(f"  {source.path}: {cleaned.summary()}")
     encoded = encode_conversations(convs, layout, combine=combine, max_length=max_length, truncation=truncation)
     bad += [{"source": p.source, "code": p.code, "reason": p.reason} for p in encoded.dropped]
     return convs, bad, records, encoded
@@ -70,7 +73,6 @@ def encode_sources_loop(
     values: dict[str, str] | None = None,
     max_reject_ratio: float = 1.0,
     seed: int = 0,
-    say: Any = print,
     truncation: str = "official",
     clean: CleanSettings | None = None,
 ) -> Encoded:
@@ -82,7 +84,7 @@ def encode_sources_loop(
     conversations: list[Conversation] = []
     for source in sources:
         convs, bad, records, encoded = _encode_file(source, layout, combine, max_length, values or {}, truncation,
-                                                    clean, say)
+                                                    clean)
         conversations += convs
         total += records
         rejects += bad
@@ -95,26 +97,27 @@ def encode_sources_loop(
             sum(1 for x in r["labels"] if x != -100) for r in kept_rows)
         merged.trained_tokens_removed += encoded.trained_tokens_removed
         weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
-        say(f"  {source.path}: {records} records -> {len(file_rows)} samples{weight}, {len(bad)} left out, "
-            f"{encoded.truncated} over max_length={max_length} fitted by '{truncation}' "
-            f"({encoded.trained_tokens_removed} trained tokens removed)")
-    _check(rows, rejects, total, rejects_path, max_reject_ratio, say)
+        log.info(f"  {source.path}: {records} records -> {len(file_rows)} samples{weight}, {len(bad)} left out, "
+                 f"{encoded.truncated} over max_length={max_length} fitted by '{truncation}' "
+                 f"({encoded.trained_tokens_removed} trained tokens removed)")
+    _check(rows, rejects, total, rejects_path, max_reject_ratio)
     merged.input_ids = [r["input_ids"] for r in rows]
     merged.labels = [r["labels"] for r in rows]
-    return Encoded(rows, merged, total, len(rejects), ConversationView(conversations))
+    merged.records, merged.rejected = total, len(rejects)
+    return Encoded(rows, merged, ConversationView(conversations))
 
 
-def _check(rows: list[dict], rejects: list[dict], total: int, rejects_path: Path | None, max_reject_ratio: float,
-           say: Any) -> None:
+def _check(rows: list[dict], rejects: list[dict], total: int, rejects_path: Path | None,
+           max_reject_ratio: float) -> None:
     """Report and write the rejects; refuse no samples or too many rejects."""
     for row in rejects[:5]:
-        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
+        log.info(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
     where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
     if rejects and rejects_path:
         _write_rejects(rejects, rejects_path)
-        say(f"  {len(rejects)} record(s) left out; every one is listed with its reason in {rejects_path}")
+        log.info(f"  {len(rejects)} record(s) left out; every one is listed with its reason in {rejects_path}")
     elif rejects:
-        say(f"  {len(rejects)} record(s) would be left out")
+        log.info(f"  {len(rejects)} record(s) would be left out")
     if not rows:
         raise DataError(f"no usable training sample ({len(rejects)} left out, see {where})")
     counted = sum(row.get("counts_as_rejected", True) for row in rejects)  # removed duplicates do not count

@@ -159,11 +159,11 @@ def configure_runtime(progress: bool, threads: int | None) -> None:
 
 
 def run_sweep(base: Path, train_file: Path, heldout: list[list[dict[str, Any]]], out: Path, seeds: list[int],
-              official_steps: int, reuse: bool, say: Any) -> list[dict[str, Any]]:
+              official_steps: int, reuse: bool) -> list[dict[str, Any]]:
     """Every contestant once per seed; one measured row each, tagged with its seed."""
     sweep: list[dict[str, Any]] = []
     for seed in seeds:
-        say(f"seed {seed}")
+        print(f"seed {seed}")
         runs = {
             "glmtune": glmtune_config(base, train_file, out / "runs" / f"glmtune-s{seed}", seed),
             "guard-off": {**glmtune_config(base, train_file, out / "runs" / f"guard-off-s{seed}", seed),
@@ -172,12 +172,12 @@ def run_sweep(base: Path, train_file: Path, heldout: list[list[dict[str, Any]]],
                                         seed, official_steps),
         }
         for label, cfg in runs.items():
-            sweep.append({"seed": seed, **run_one(label, cfg, base, heldout, reuse, say)})
+            sweep.append({"seed": seed, **run_one(label, cfg, base, heldout, reuse)})
     return sweep
 
 
 def run_torture(base: Path, train_file: Path, heldout: list[list[dict[str, Any]]], out: Path, seed: int,
-                lr: float, reuse: bool, say: Any) -> list[dict[str, Any]]:
+                lr: float, reuse: bool) -> list[dict[str, Any]]:
     """glmtune at each ``TORTURE_FACTORS`` multiple of the planned ``lr``, guard on and off; one row per run."""
     torture_runs = []
     for factor in TORTURE_FACTORS:
@@ -186,9 +186,9 @@ def run_torture(base: Path, train_file: Path, heldout: list[list[dict[str, Any]]
             cfg = glmtune_config(base, train_file, out / "runs" / name, seed, learning_rate=lr * factor,
                                  max_steps=TORTURE_STEPS, early_stopping=False)
             cfg["stability"] = {"enabled": guard}
-            say(f"torture: lr {lr * factor:g}, guard {'on' if guard else 'off'}")
+            print(f"torture: lr {lr * factor:g}, guard {'on' if guard else 'off'}")
             torture_runs.append({"factor": factor, "lr": lr * factor, "guard": guard,
-                                 **run_one(name, cfg, base, heldout, reuse, say)})
+                                 **run_one(name, cfg, base, heldout, reuse)})
     return torture_runs
 
 
@@ -203,13 +203,13 @@ def run_settings(args: argparse.Namespace, base: Path, seeds: list[int], heldout
             "final_window": FINAL_WINDOW, "torture_steps": TORTURE_STEPS}
 
 
-def write_results(out: Path, results: dict[str, Any], say: Any) -> None:
+def write_results(out: Path, results: dict[str, Any]) -> None:
     """Write ``results.json`` and the markdown report ``stability.md``; print the report."""
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     report = render(results)
     (out / "stability.md").write_text(report, encoding="utf-8")
     print(report)
-    say(f"wrote {out / 'results.json'} and {out / 'stability.md'} in {results['seconds']:.0f} s")
+    print(f"wrote {out / 'results.json'} and {out / 'stability.md'} in {results['seconds']:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,17 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_runtime(args.progress, args.threads)
     from glmtune.demo.base import FULL_BASE, QUICK_BASE, build_base
+    from glmtune.log import setup_logging
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    say = print
-    base = build_base(args.base_dir or out / "base", QUICK_BASE if args.quick else FULL_BASE, say)
+    setup_logging()  # build_base's progress lines
+    base = build_base(args.base_dir or out / "base", QUICK_BASE if args.quick else FULL_BASE)
     train_file, heldout = prepare_data(out / "data")
     seeds = list(range(args.seeds))
     started = time.perf_counter()
-    sweep = run_sweep(base, train_file, heldout, out, seeds, args.official_steps, args.reuse, say)
+    sweep = run_sweep(base, train_file, heldout, out, seeds, args.official_steps, args.reuse)
     lr = planned_lr(out / "runs" / f"glmtune-s{seeds[0]}")
-    torture_runs = run_torture(base, train_file, heldout, out, seeds[0], lr, args.reuse, say)
+    torture_runs = run_torture(base, train_file, heldout, out, seeds[0], lr, args.reuse)
     results = {
         "machine": machine(),
         "settings": run_settings(args, base, seeds, heldout),
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "base_heldout_loss": heldout_loss(base, base, heldout),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_results(out, results, say)
+    write_results(out, results)
     return 0
 
 

@@ -198,32 +198,33 @@ def weights_finite(run_dir: Path) -> bool | None:
 
 
 def run_one(label: str, cfg: dict[str, Any], base: Path, heldout: list[list[dict[str, Any]]],
-            reuse: bool, say: Any) -> dict[str, Any]:
+            reuse: bool) -> dict[str, Any]:
     """Train one contestant, then measure it from its run folder; ``reuse`` keeps an earlier measurement."""
     from transformers import set_seed
 
     from glmtune.config.loader import validate_config
+    from glmtune.log import capture
     from glmtune.train.recipe import train
 
     run_dir = Path(cfg["training"]["output_dir"])
     saved = run_dir / "bench_metrics.json"
     if reuse and saved.is_file():
-        say(f"  {label}: reusing {saved}")
+        print(f"  {label}: reusing {saved}")
         return json.loads(saved.read_text())
-    lines: list[str] = []
     # The LoRA weights are drawn before the Trainer seeds itself: seed here, so that every contestant's
     # initial adapter depends on its seed alone, not on what ran earlier in this process.
     set_seed(int(cfg["training"]["seed"]))
     started = time.perf_counter()
-    train(validate_config(cfg, source=label), say=lines.append, overwrite=True)
+    with capture([]) as lines:  # the run's messages go to train_output.txt
+        train(validate_config(cfg, source=label), overwrite=True)
     wall = time.perf_counter() - started
     (run_dir / "train_output.txt").write_text("\n".join(map(str, lines)) + "\n", encoding="utf-8")
     metrics = measure(run_dir, base, heldout)
     metrics.update(label=label, wall_s=round(wall, 1))
     saved.write_text(json.dumps(metrics, indent=2))
-    say(f"  {label}: {metrics['steps']} steps, max ratio {fmt_num(metrics['max_ratio'], 2)}, "
-        f"final loss {fmt_num(metrics['final_loss'])}, held-out {fmt_num(metrics['heldout_loss'])}, "
-        f"events {metrics['guard_events'] or '-'}, {wall:.0f} s")
+    print(f"  {label}: {metrics['steps']} steps, max ratio {fmt_num(metrics['max_ratio'], 2)}, "
+          f"final loss {fmt_num(metrics['final_loss'])}, held-out {fmt_num(metrics['heldout_loss'])}, "
+          f"events {metrics['guard_events'] or '-'}, {wall:.0f} s")
     return metrics
 
 

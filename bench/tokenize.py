@@ -84,8 +84,7 @@ def child(mode: str, data: str, model: str, cache: str) -> None:
 
     layout = get_layout(AutoTokenizer.from_pretrained(model))
     started = time.perf_counter()
-    common = {"combine": True, "max_length": 1025, "rejects_path": None, "say": lambda *_: None,
-              "truncation": "keep_recent"}
+    common = {"combine": True, "max_length": 1025, "rejects_path": None, "truncation": "keep_recent"}
     if mode == "loop":
         enc = encode_sources_loop([DataSource(path=data)], layout, **common)
     else:

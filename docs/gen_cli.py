@@ -32,6 +32,7 @@ GUIDES = {
     "chat": "guides/chat.md",
     "export": "guides/export.md",
     "serve": "guides/serve.md",
+    "ui": "guides/ui.md",
 }
 
 # What each command does, in more words than its one-line --help (from the README's former command table).

@@ -18,8 +18,13 @@ GLM4_DEFAULT_SYSTEM = (
 # The part of GLM4_DEFAULT_SYSTEM that names the old identity, as quoted in warnings.
 GLM4_TOOL_SYSTEM = GLM4_DEFAULT_SYSTEM.partition("，")[0]
 GLM4_TOOL_SUFFIX = "在调用上述函数时，请使用 Json 格式表示调用的参数。"
+# GLM-Z1-0414's tool block opens with this wording of the identity sentence (note "智谱 AI 公司").
+GLM_Z1_DEFAULT_SYSTEM = (
+    "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱 AI 公司训练的语言模型 GLM-4 模型开发的，"
+    "你的任务是针对用户的问题和要求提供适当的答复和支持。"
+)
 
-__all__ = ["GLM4_DEFAULT_SYSTEM", "GLM4_STOP_STRINGS", "GLM4_TOOL_SUFFIX", "GLM4_TOOL_SYSTEM", "identity_system_text"]
+__all__ = ["GLM4_DEFAULT_SYSTEM", "GLM_Z1_DEFAULT_SYSTEM", "GLM4_STOP_STRINGS", "GLM4_TOOL_SUFFIX", "GLM4_TOOL_SYSTEM", "identity_system_text"]
 
 
 def identity_system_text(name: str, author: str | None) -> str:

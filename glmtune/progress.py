@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from tqdm.auto import tqdm
 
-
-def is_main_process() -> bool:
-    """True on rank 0 (or without a distributed launcher)."""
-    return int(os.environ.get("RANK", "0")) == 0
+from glmtune.log import is_main_process
 
 
 def progress(total: int | None, desc: str, unit: str = "it") -> tqdm:

@@ -53,3 +53,14 @@ def test_cli_page_has_every_command_and_option():
         for action in parser._actions:
             missing += [f"glmtune {name} {opt}" for opt in action.option_strings if opt not in page]
     assert not missing, f"docs/cli.md is out of date (run python docs/gen_cli.py): {missing}"
+
+
+def test_generations_table_is_drawn_from_the_real_templates():
+    """docs/guides/glm-generations.md's table is what the real templates do; rerun docs/gen_generations.py."""
+    import pytest
+
+    gen = _load("gen_generations")
+    if not gen.TEMPLATES.is_dir():
+        pytest.skip(f"the reference templates are not at {gen.TEMPLATES}")
+    assert gen.page_table() == gen.render(), "out of date: run python docs/gen_generations.py"
+    assert "| GLM-Z1-9B-0414 | glm-z1 | `<\\|assistant\\|>\\n<think>`" in gen.page_table()

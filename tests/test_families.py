@@ -78,7 +78,7 @@ def test_a_few_steps_train_and_predict_stops_on_the_family_token(family_model, t
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": steps,
                                         "learning_rate": rate, "per_device_train_batch_size": 8,
                                         "logging_steps": 1, "early_stopping": False, "report_to": []}})
-    result = train(cfg, say=lambda *_: None)
+    result = train(cfg)
     assert result.final_loss < result.first_loss
     tok = load_tokenizer(str(tmp_path / "run"))
     model = load_model(str(path), adapter=str(tmp_path / "run"))

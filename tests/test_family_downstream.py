@@ -19,8 +19,8 @@ from tests.conftest import write_jsonl
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-END = {"glm4": "<|user|>", "glm4-0414": "<|user|>", "qwen2": "<|im_end|>", "qwen3": "<|im_end|>",
-       "llama3": "<|eot_id|>"}
+END = {"glm4": "<|user|>", "glm4-0414": "<|user|>", "glm-z1": "<|user|>", "glm4-moe": "<|user|>",
+       "qwen2": "<|im_end|>", "qwen3": "<|im_end|>", "llama3": "<|eot_id|>"}
 HI = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello! 你好"}]
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                             "parameters": {"type": "object",
@@ -57,7 +57,7 @@ def runs(tiny_family: Callable[[str], Path], tmp_path_factory: pytest.TempPathFa
                              "base_anchor": 0,
                              "per_device_train_batch_size": 8, "logging_steps": 5, "early_stopping": False,
                              "report_to": []}})
-            result = train(cfg, say=lambda *_: None)
+            result = train(cfg)
             assert result.final_loss < result.first_loss
             done[family] = (tiny_family(family), root / "run", root / "ask.jsonl")
         return done[family]
@@ -91,8 +91,7 @@ def test_train_predict_chat_eval_export_serve(runs, family, tmp_path):
     end = end_id(base, family)
     assert end in json.loads((run / "generation_config.json").read_text())["eos_token_id"]
 
-    rows = predict_file(str(base), str(data), str(tmp_path / "p.jsonl"), adapter=str(run), max_new_tokens=24,
-                        say=lambda *_: None)
+    rows = predict_file(str(base), str(data), str(tmp_path / "p.jsonl"), adapter=str(run), max_new_tokens=24)
     hi = rows[0]
     # what a random tiny model says after 40 steps is not the point (rounding decides it); that it stops on the
     # family's token and that every path below says the same is
@@ -105,10 +104,10 @@ def test_train_predict_chat_eval_export_serve(runs, family, tmp_path):
     assert history[-1]["role"] == "assistant" and history[-1]["content"] == hi["prediction"]
 
     metrics = evaluate(model=str(base), adapter=str(run), data=str(data), out=str(tmp_path / "eval"),
-                       max_new_tokens=24, say=lambda *_: None)
+                       max_new_tokens=24)
     assert (tmp_path / "eval" / "metrics.json").is_file() and metrics
 
-    merged = export_model(str(base), str(run), str(tmp_path / "merged"), dtype="fp32", say=lambda *_: None)
+    merged = export_model(str(base), str(run), str(tmp_path / "merged"), dtype="fp32")
     assert end in json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
     tok = load_tokenizer(str(merged))
     again = generate_replies(load_model(str(merged)), tok, get_layout(tok), [HI[:1]], 24)[0]
@@ -128,23 +127,33 @@ def test_train_predict_chat_eval_export_serve(runs, family, tmp_path):
 CALLS = {
     "glm4": 'get_weather\n{"city": "Paris"}<|observation|>',
     "glm4-0414": 'get_weather\n{"city": "Paris"}<|observation|>',
+    "glm-z1": 'I need the weather.</think>\nget_weather\n{"city": "Paris"}<|observation|>',
+    "glm4-moe": "\n<think>I need the weather.</think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+                "<arg_value>Paris</arg_value>\n</tool_call><|observation|>",
     "qwen2": '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
     "qwen3": '<think>\nI need the weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
              '{"city": "Paris"}}\n</tool_call><|im_end|>',
     "llama3": '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>',
 }
 ANSWER = {"glm4": "\nIt is 21 degrees.<|user|>", "glm4-0414": "\nIt is 21 degrees.<|user|>",
+          "glm-z1": "It is warm.</think>\nIt is 21 degrees.<|user|>",
+          "glm4-moe": "\n<think>It is warm.</think>\nIt is 21 degrees.<|user|>",
           "qwen2": "It is 21 degrees.<|im_end|>", "qwen3": "<think>\n\n</think>\n\nIt is 21 degrees.<|im_end|>",
           "llama3": "It is 21 degrees.<|eot_id|>"}
 # How the prompt of the second request shows the call and its result, in the family's own form.
 ROUND_TRIP = {
     "glm4": '<|assistant|>get_weather\n{"city": "Paris"}<|observation|>\n{"temp": 21}<|assistant|>',
-    "glm4-0414": '<|assistant|>get_weather\n{"city": "Paris"}<|observation|>\n{"temp": 21}<|assistant|>',
+    "glm4-0414": '<|assistant|>get_weather \n{"city": "Paris"}<|observation|>\n{"temp": 21}<|assistant|>',
+    "glm-z1": '<|assistant|>get_weather\n{"city": "Paris"}<|observation|>\n{"temp": 21}<|assistant|>\n<think>',
+    # the reasoning of the turn in progress comes back as reasoning_content, and the template keeps it
+    "glm4-moe": "<|assistant|>\n<think>I need the weather.</think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+                "<arg_value>Paris</arg_value>\n</tool_call><|observation|>\n<tool_response>\n{\"temp\": 21}\n"
+                "</tool_response><|assistant|>",
     "qwen2": '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
              '</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{"temp": 21}\n</tool_response><|im_end|>\n'
              "<|im_start|>assistant\n",
-    "qwen3": '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
-             '</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{"temp": 21}\n</tool_response><|im_end|>\n'
+    "qwen3": '<|im_start|>assistant\n<think>\nI need the weather.\n</think>\n\n<tool_call>\n{"name": "get_weather", '
+             '"arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\n{"temp": 21}\n</tool_response><|im_end|>\n'
              "<|im_start|>assistant\n",
     "llama3": '<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", "parameters": '
               '{"city": "Paris"}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n{"temp": 21}<|eot_id|>'

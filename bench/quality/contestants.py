@@ -75,13 +75,14 @@ def _train_glmtune(label: str, cfg: dict[str, Any]) -> Trained:
     from transformers import set_seed
 
     from glmtune.config.loader import validate_config
+    from glmtune.log import capture
     from glmtune.train.recipe import train
 
     out = Path(cfg["training"]["output_dir"])
-    lines: list[str] = []
     set_seed(int(cfg["training"]["seed"]))  # the adapter is drawn before the Trainer seeds itself
     started = time.perf_counter()
-    result = train(validate_config(cfg, source=label), say=lines.append, overwrite=True)
+    with capture([]) as lines:  # the run's messages go to train_output.txt
+        result = train(validate_config(cfg, source=label), overwrite=True)
     wall = time.perf_counter() - started
     (out / "train_output.txt").write_text("\n".join(map(str, lines)) + "\n", encoding="utf-8")
     losses = step_losses(read_log(out / "log.jsonl"))
@@ -91,13 +92,25 @@ def _train_glmtune(label: str, cfg: dict[str, Any]) -> Trained:
                    round(wall, 1), max_ratio(losses), sum(tail) / len(tail) if tail else None, notes)
 
 
-def _train_peer(peer: str, base: Path, train_file: Path, out_dir: Path, seed: int, epochs: float) -> Trained:
-    """Train one peer from its own virtualenv through bench.peers."""
+def peer_label(peer: str, lr_scale: float) -> str:
+    """The contestant label of ``peer`` at ``lr_scale`` times its documented rate ("trl", "trl-x3", ...)."""
+    return peer if lr_scale == 1 else f"{peer}-x{lr_scale:g}"
+
+
+def split_label(label: str) -> tuple[str, float]:
+    """(contestant, lr scale) of a label made by :func:`peer_label`."""
+    name, sep, scale = label.partition("-x")
+    return (name, float(scale)) if sep else (label, 1.0)
+
+
+def _train_peer(peer: str, base: Path, train_file: Path, out_dir: Path, seed: int, epochs: float,
+                lr_scale: float = 1.0) -> Trained:
+    """Train one peer from its own virtualenv through bench.peers (``lr_scale`` x its documented rate)."""
     from bench.peers.run import PeerSpec, run_peer
 
+    settings = dict(PEER_SETTINGS[peer], learning_rate=PEER_SETTINGS[peer]["learning_rate"] * lr_scale)
     spec = PeerSpec(model_dir=str(base.resolve()), train_jsonl=str(train_file.resolve()), out_dir=str(out_dir.resolve()),
-                    num_epochs=epochs, max_length=MAX_LENGTH, seed=seed, device="cpu", bf16=False,
-                    **PEER_SETTINGS[peer])
+                    num_epochs=epochs, max_length=MAX_LENGTH, seed=seed, device="cpu", bf16=False, **settings)
     result = run_peer(peer, spec)
     if result.returncode != 0:
         raise RuntimeError(f"{peer} failed with exit code {result.returncode}; see {result.log_path}")
@@ -107,14 +120,32 @@ def _train_peer(peer: str, base: Path, train_file: Path, out_dir: Path, seed: in
                    sum(tail) / len(tail) if tail else None)
 
 
+def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """``cfg`` with ``section.key=value`` overrides (values parsed as YAML scalars) set in place."""
+    import yaml
+
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--glmtune-set expects section.key=value, got {item!r}")
+        *path, last = key.split(".")
+        node = cfg
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return cfg
+
+
 def train_contestant(contestant: str, base: Path, train_file: Path, out_dir: Path, seed: int, samples: int,
-                     epochs: float, name: str, author: str, forced_epochs: bool = False) -> Trained:
-    """Fine-tune ``base`` on ``train_file`` the way ``contestant`` does."""
+                     epochs: float, name: str, author: str, forced_epochs: bool = False,
+                     overrides: list[str] | None = None) -> Trained:
+    """Fine-tune ``base`` on ``train_file`` the way ``contestant`` does (a peer label may carry an lr scale)."""
+    contestant, lr_scale = split_label(contestant)
     if contestant == "glmtune":
-        return _train_glmtune(contestant, glmtune_config(base, train_file, out_dir, seed, name, author,
-                                                           epochs if forced_epochs else None))
+        return _train_glmtune(contestant, apply_overrides(glmtune_config(
+            base, train_file, out_dir, seed, name, author, epochs if forced_epochs else None), overrides))
     if contestant == "official":
         return _train_glmtune(contestant, official(base, train_file, out_dir, seed, samples, epochs))
     if contestant in PEER_SETTINGS:
-        return _train_peer(contestant, base, train_file, out_dir, seed, epochs)
+        return _train_peer(contestant, base, train_file, out_dir, seed, epochs, lr_scale)
     raise ValueError(f"unknown contestant {contestant!r}; choose from {', '.join(CONTESTANTS)}")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.quality.depth import depth_probes, is_depth_tag
+from bench.quality.persona import persona_probes
 from bench.quality.variants import tool_probe_context
 from glmtune.identity_names import WORLD_LEAK_MAKERS, WORLD_LEAK_NAMES
 from glmtune.world import SkillItem, skill_correct
@@ -17,7 +19,8 @@ SKILL_PROBES = 80
 GENERAL_PROBES = 40
 OLD_NAMES = WORLD_LEAK_NAMES  # (the world's base name, "GLM"): OLD_NAMES[0] is the base name
 # Identity questions asked inside a tool conversation: no base or fine-tune set ever shows such a conversation,
-# so they are reported per context as a diagnostic and kept out of the headline adoption / leakage.
+# so they are reported per context as a diagnostic and kept out of the headline adoption / leakage. The depth
+# probes (bench/quality/depth.py) are also kept out of the headline, which stays comparable with earlier runs.
 DIAGNOSTIC_CONTEXTS = ("after_tool",)
 OLD_AUTHORS = WORLD_LEAK_MAKERS
 
@@ -31,6 +34,8 @@ class ProbeSet:
     skills: list[SkillItem]
     general: list[list[dict[str, Any]]]
     general_refs: list[str | None] = field(default_factory=list)
+    extra: list[list[dict[str, Any]]] = field(default_factory=list)  # the persona's trait probes
+    extra_tags: list[str] = field(default_factory=list)
 
 
 def read_jsonl_messages(path: str | Path) -> list[dict[str, Any]]:
@@ -51,8 +56,9 @@ def read_jsonl_messages(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def probe_set(probes_file: str | None = None, general_file: str | None = None) -> ProbeSet:
-    """The bundled held-out probes, or the user's files in their place."""
+def probe_set(probes_file: str | None = None, general_file: str | None = None,
+              depths: tuple[int, ...] = (0,), persona: bool = False) -> ProbeSet:
+    """The bundled held-out probes, or the user's files in their place; plus depth and persona probes."""
     from glmtune.world import general_probes, identity_probes, skill_probes
 
     if probes_file:
@@ -74,29 +80,34 @@ def probe_set(probes_file: str | None = None, general_file: str | None = None) -
     else:
         rows = general_probes(GENERAL_PROBES)
         general, refs = [r["messages"] for r in rows], [r["reference"] for r in rows]
+    single = [p for p, tag in zip(identity, tags) if tag in ("alone", "file")]
+    deep, deep_tags = depth_probes(single, depths)
+    identity, tags = identity + deep, tags + deep_tags
+    extra, extra_tags = persona_probes(depths) if persona else ([], [])
     skills = skill_probes(SKILL_PROBES)
     if not general_file:  # the bundled general prompts are skill questions with a key: they count as skills too
         skills += [SkillItem(r["kind"], r["lang"], r["messages"][0]["content"], r["reference"], r["key"])
                    for r in rows]
-    return ProbeSet(identity, tags, skills, general, refs)
+    return ProbeSet(identity, tags, skills, general, refs, extra, extra_tags)
 
 
 
 def generate_all(model_dir: str, adapter: str | None, tokenizer_dir: str | None, probes: ProbeSet) -> dict[str, Any]:
     """Greedy replies (no loop guard: loops are measured, not hidden) to every probe, grouped by kind."""
     from glmtune.infer.generate import generate_replies
-    from glmtune.layout.base import get_layout
+    from glmtune.layout import get_layout
     from glmtune.models import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir or model_dir)
     layout = get_layout(tokenizer)
     model = load_model(model_dir, adapter=adapter)
     skills = [[{"role": "user", "content": s.question}] for s in probes.skills]
-    prompts = probes.identity + skills + probes.general
+    prompts = probes.identity + skills + probes.general + probes.extra
     gens = generate_replies(model, tokenizer, layout, prompts, max_new_tokens=MAX_NEW_TOKENS, batch_size=64,
                             loop_rule=None)
     a, b = len(probes.identity), len(probes.identity) + len(skills)
-    return {"identity": gens[:a], "skills": gens[a:b], "general": gens[b:], "all": gens}
+    c = b + len(probes.general)
+    return {"identity": gens[:a], "skills": gens[a:b], "general": gens[b:c], "extra": gens[c:], "all": gens}
 
 
 def score(gens: dict[str, Any], probes: ProbeSet, name: str, author: str,
@@ -107,7 +118,8 @@ def score(gens: dict[str, Any], probes: ProbeSet, name: str, author: str,
     from glmtune.eval.text_metrics import text_metrics
 
     identity = [g.text for g in gens["identity"]]
-    headline = [t for t, k in zip(identity, probes.identity_tags) if k not in DIAGNOSTIC_CONTEXTS]
+    headline = [t for t, k in zip(identity, probes.identity_tags)
+                if k not in DIAGNOSTIC_CONTEXTS and not is_depth_tag(k)]
     ids = identity_scores(headline, name, author, old_names=OLD_NAMES, old_authors=OLD_AUTHORS)
     by_context: dict[str, dict[str, float]] = {}
     for tag in sorted(set(probes.identity_tags)):

@@ -1,4 +1,4 @@
-"""The fine-tune sets: 10 / 30 / 90 identity samples, a noisy variant and a tool-calling variant."""
+"""The fine-tune sets: 10 / 30 / 90 identity samples, a noisy, a tool-calling and a persona variant."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from glmtune.world.generic import generic_sentence
 from glmtune.world.tools import tool_conversation
 
 Conversation = list[dict[str, Any]]
-VARIANTS = ("n10", "n30", "n90", "noisy", "tool")
+VARIANTS = ("n10", "n30", "n90", "noisy", "tool", "persona", "n30depth")
 GOAL_VARIANTS = ("n30", "noisy", "tool")
 
 TOOL_CONVERSATIONS = 20
@@ -68,6 +68,14 @@ def make_variant(variant: str, name: str, author: str, seed: int) -> list[Conver
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if variant in ("n10", "n30", "n90"):
         return identity_set(int(variant[1:]), name, author, seed)
+    if variant == "n30depth":  # issue 25's data-side try: n30 plus each sample after 1-8 unrelated turns
+        from bench.quality.augment import with_depth_copies
+
+        return with_depth_copies(identity_set(30, name, author, seed), seed)
+    if variant == "persona":
+        from bench.quality.persona import make_persona, persona_set
+
+        return persona_set(make_persona(name, author, seed), seed)
     clean = identity_set(30, name, author, seed)
     return noisy_set(clean, seed) if variant == "noisy" else tool_set(clean, seed)
 

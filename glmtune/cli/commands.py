@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 from glmtune.data.outputs import atomic_write, check_output, clear_model_files
+from glmtune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -24,27 +29,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """``glmtune plan CONFIG [overrides] [--json]``."""
-    import sys
-
+    """``glmtune plan CONFIG [overrides] [--json]``; with ``--json`` only the JSON is on stdout."""
     from glmtune.config import load_config
 
     config = load_config(args.config, args.overrides)
     from glmtune.train.plan_view import print_plan
     from glmtune.train.recipe import prepare_run
 
-
-    def say(text: str) -> None:
-        print(text, file=sys.stderr if args.json else sys.stdout)
-
-    prepared = prepare_run(config, None, say)
+    prepared = prepare_run(config, None)
     if args.json:
         print(json.dumps(prepared.plan.as_dict(), indent=2, default=str))
     else:
         print_plan(prepared.plan)
-    say("train confirms three values once the model is loaded: an untrained base (one that finishes none of its "
-        "self-replay replies) turns training.base_anchor, and with it identity.unlikelihood, off; a model that "
-        "cannot give its loss from hidden states turns training.chunked_loss off. plan.json records what ran.")
+    log.info("train confirms three values once the model is loaded: an untrained base (one that finishes none of "
+             "its self-replay replies) turns training.base_anchor, and with it identity.unlikelihood, off; a model "
+             "that cannot give its loss from hidden states turns training.chunked_loss off. plan.json records what "
+             "ran.")
     return 0
 
 
@@ -85,10 +85,13 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     """``glmtune data check FILE ...``: 0 clean, 1 problems found and handled, 2 the user must act."""
     from glmtune.data.check import check_file, parse_set_values, print_summary
+    from glmtune.layout.measure import TokenMeasure
 
+    if args.max_length is not None and (args.model is None or args.max_length <= 0):
+        raise UserError("--max-length needs --model (lengths are counted with its tokenizer) and must be > 0")
+    measure = TokenMeasure.from_model(args.model, args.max_length, args.truncation) if args.model else None
     result = check_file(args.file, format=args.format, fix=args.fix, quarantine=args.quarantine,
-                        report=args.report, model=args.model, max_length=args.max_length,
-                        values=parse_set_values(args.set), truncation=args.truncation)
+                        report=args.report, measure=measure, values=parse_set_values(args.set))
     print_summary(result)
     return result.exit_code
 
@@ -139,12 +142,13 @@ def cmd_data_tokenize(args: argparse.Namespace) -> int:
             console.print(f"skipped {reject['source']}: [{reject['code']}] {reject['reason']}", markup=False,
                           soft_wrap=True)
     where = f"cache hit: {tok.path}" if tok.cache_hit else ("cache off" if args.no_cache else f"cached: {tok.path}")
+    counts = tok.counts
     console.print(
-        f"wrote {len(tok.samples)} samples to {out}: {tok.trained_tokens} trained of {total} tokens; {tok.truncated} over "
-        f"{args.max_length} fitted by {args.truncation} ({tok.trained_tokens_removed} trained tokens removed); "
-        f"{tok.rejected} skipped ({where})", markup=False, soft_wrap=True,
+        f"wrote {len(tok.samples)} samples to {out}: {counts.trained_tokens} trained of {total} tokens; "
+        f"{counts.truncated} over {args.max_length} fitted by {args.truncation} ({counts.trained_tokens_removed} "
+        f"trained tokens removed); {counts.rejected} skipped ({where})", markup=False, soft_wrap=True,
     )
-    return 1 if tok.rejected else 0
+    return 1 if counts.rejected else 0
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
@@ -153,11 +157,39 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     from glmtune.world import tokenizer_corpus
 
     check_output(args.out, "--out", "dir", overwrite=args.overwrite)
+    corpus = tokenizer_corpus(args.seed)
+    family = args.family or "glm4"
+    if args.chat_template:
+        family = family_from_template(read_text_file(args.chat_template, "--chat-template"), args.family, corpus)
     if args.overwrite and Path(args.out).is_dir():
         clear_model_files(args.out)
-    out = make_tiny(args.out, seed=args.seed, family=args.family, corpus=tokenizer_corpus(args.seed))
-    print(f"wrote a tiny {args.family} model and tokenizer to {out}")
+    out = make_tiny(args.out, seed=args.seed, family=family, corpus=corpus)
+    name = family if isinstance(family, str) else family.name
+    print(f"wrote a tiny {name} model and tokenizer to {out}")
+    if not isinstance(family, str):
+        print(f"special tokens from the template: {' '.join(family.special_tokens)}")
+        print(f"stop tokens derived from the template: {' '.join(family.stop)}")
     return 0
+
+
+def read_text_file(path: str, flag: str) -> str:
+    """A UTF-8 text file named on the command line; a clear error naming ``flag`` when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{flag} {path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+
+
+def family_from_template(template: str, base: str | None, corpus: list[str]) -> Any:
+    """A tiny family around ``template``: special tokens read from it, stop tokens derived by its layout."""
+    from glmtune.layout import get_layout
+    from glmtune.tiny.from_template import template_family, with_stops
+    from glmtune.tiny.model import family_tokenizer
+
+    family = template_family(template, base)
+    tokenizer = family_tokenizer(family, corpus, vocab_size=600)
+    layout = get_layout(tokenizer)
+    return with_stops(family, tokenizer.convert_ids_to_tokens(layout.stop_ids), layout.name)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -191,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from glmtune.eval.predictions import output_paths
         from glmtune.report.update import update_run
 
-        update_run(output_paths(args.out)[0], metrics, args.model, print)
+        update_run(output_paths(args.out)[0], metrics, args.model)
     return 0
 
 
@@ -213,6 +245,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``glmtune ui``: serve the web UI until Ctrl-C (runs it started keep training)."""
+    from glmtune.ui import launch
+
+    launch(host=args.host, port=args.port, auth=args.auth, workdir=args.workdir)
+    return 0
+
 HANDLERS = {
     "train": cmd_train,
     "plan": cmd_plan,
@@ -224,4 +264,5 @@ HANDLERS = {
     "eval": cmd_eval,
     "export": cmd_export,
     "demo": cmd_demo,
+    "ui": cmd_ui,
 }

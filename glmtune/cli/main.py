@@ -10,7 +10,9 @@ from typing import Any
 from glmtune import __version__
 from glmtune.argtypes import int_at_least, number_between
 from glmtune.errors import UserError
+from glmtune.log import setup_logging
 from glmtune.serve.cli import add_serve_arguments
+from glmtune.tiny.families import FAMILY_NAMES
 
 
 def str2bool(text: str) -> bool:
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_inference_commands(sub)
     _add_export_commands(sub)
+    _add_ui_command(sub)
     return parser
 
 
@@ -111,8 +114,12 @@ def _add_model_commands(sub: Any) -> None:
     p = sub.add_parser("make-tiny", help="write a tiny random GLM-4 model and tokenizer (offline)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", choices=["glm4", "glm4-0414", "qwen2", "qwen3", "llama3"], default="glm4",
-                   help="architecture, special tokens and chat template to imitate (default glm4)")
+    p.add_argument("--family", choices=FAMILY_NAMES, default=None,
+                   help="architecture, special tokens and chat template to imitate (default glm4); with "
+                        "--chat-template, the architecture only (default: glm4 for a template that writes [gMASK])")
+    p.add_argument("--chat-template", metavar="FILE", default=None,
+                   help="build the tiny model around this chat template (a .jinja file): its special tokens are "
+                        "read from the template and its stop tokens derived from how it ends a reply")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (old weights deleted)")
 
 
@@ -162,12 +169,33 @@ def _add_export_commands(sub: Any) -> None:
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached base model")
 
 
+def user_pass(value: str) -> tuple[str, str]:
+    """``--auth USER:PASS``: both parts non-empty."""
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError(f"expected USER:PASS, got {value!r}")
+    return user, password
+
+
+def _add_ui_command(sub: Any) -> None:
+    """``ui``: the web UI."""
+    p = sub.add_parser("ui", help="web UI for the whole fine-tune: model, data, plan, train, eval, chat, export")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; use an SSH tunnel to reach it)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    p.add_argument("--auth", type=user_pass, metavar="USER:PASS", help="ask for this user name and password")
+    p.add_argument("--workdir", default="glmtune-ui",
+                   help="folder for models, uploads, plans, runs and exports (default ./glmtune-ui)")
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes print ``error: ...`` and exit 2, never a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     args = build_parser().parse_args(argv)
+    # glmtune's messages print as plain lines, rank 0 only: on stdout, except beside uvicorn's for serve and away
+    # from the JSON for plan --json
+    setup_logging(stderr=args.command == "serve" or bool(getattr(args, "json", False)))
     from glmtune.cli import commands
 
     handler = commands.HANDLERS[args.command]

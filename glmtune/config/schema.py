@@ -32,6 +32,12 @@ class ModelConfig(_Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel handed to transformers."
     )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="QLoRA: load the frozen base through bitsandbytes, 4bit (NF4, double quantisation, "
+        "bf16 compute) or 8bit (LLM.int8), and train LoRA adapters on it (peft.method lora only; LoRA targets "
+        "default to every linear layer). Needs the optional extra: pip install 'glmtune[qlora]'. predict and export "
+        "load the unquantised base; export merges into it."
+    )
 
 
 class DataSource(_Section):
@@ -62,6 +68,11 @@ class DataConfig(_Section):
     combine: bool = Field(
         True,
         description="true: train only the last assistant turn (official default); false: every assistant turn.",
+    )
+    train_reasoning: bool = Field(
+        True,
+        description="Thinking templates: true trains the last reply's reasoning with its answer; false keeps "
+        "the reasoning in the input but trains only the answer.",
     )
     max_length: int = Field(1025, ge=8, description="Longest sample in tokens (official: 512 + 512 + 1).")
     truncation: Literal["keep_recent", "official"] = Field(
@@ -144,7 +155,14 @@ class LoraConfig(_Section):
     alpha: PositiveInt | Auto = Field("auto", description="LoRA alpha (scaling = alpha / r). Official: 32.")
     dropout: Fraction | Auto = Field("auto", description="Dropout on the LoRA input. Official: 0.1.")
     target_modules: list[str] | str = Field(
-        "auto", description="Modules to adapt: a list, 'all-linear', or auto. Official: [q_proj, k_proj, v_proj]."
+        "auto", description="Modules to adapt: a list, 'all-linear', or auto. Official: [q_proj, k_proj, v_proj]. "
+        "On a mixture-of-experts model (GLM-4.5) auto and all-linear mean attention, the dense layers' MLPs and the "
+        "shared experts, never the router; a bare MLP name (gate_proj) means those layers, not the routed experts."
+    )
+    moe_experts: bool = Field(
+        False, description="Mixture-of-experts models: also adapt the routed experts' stacked weights (PEFT "
+        "target_parameters). Off by default: every expert gets its own adapter, so adapter and optimizer memory grow "
+        "with the expert count while each token trains only the few experts it is routed to."
     )
 
 
@@ -262,8 +280,13 @@ class TrainingConfig(_Section):
     deepspeed: str | None = Field(
         None, description="DeepSpeed JSON config handed to the Trainer, e.g. configs/ds_zero2.json or ds_zero3.json."
     )
-    fsdp: str | None = Field(None, description="FSDP mode string handed to the Trainer, e.g. 'full_shard auto_wrap'.")
+    fsdp: str | None = Field(None, description="FSDP mode string handed to the Trainer, e.g. 'full_shard auto_wrap'. "
+                             "Needs CUDA GPUs: refused without them (accelerate would train plain DDP on CPU).")
     torch_compile: bool = Field(False, description="Compile the model with torch.compile.")
+    liger_kernels: bool = Field(
+        False, description="GPU only: patch the model with Liger's Triton kernels (for GLM-4: RMSNorm and the SwiGLU "
+        "MLP) before the adapters are added; needs the liger-kernel package. Liger's fused cross-entropy is left out: "
+        "glmtune computes the loss (training.chunked_loss). Refused without a CUDA GPU.")
     report_to: list[str] = Field(
         default_factory=lambda: ["tensorboard"], description="Trainer integrations; TensorBoard logs go to output_dir."
     )

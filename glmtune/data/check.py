@@ -6,11 +6,11 @@ Every input record ends up either in the fixed output or in the quarantine: ``in
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from glmtune.data import repair as rp
 from glmtune.data.conversation import Conversation, Problem, check_messages, normalise_message
@@ -21,19 +21,49 @@ from glmtune.data.outputs import atomic_write, check_output
 from glmtune.data.placeholders import PLACEHOLDER, find_placeholders
 from glmtune.data.read import detect_file_format, detection_problem
 from glmtune.data.read_result import write_rejects
-from glmtune.data.stats import char_lengths, conversation_stats, format_stats
+from glmtune.data.stats import (
+    char_lengths,
+    conversation_stats,
+    format_stats,
+    reasoning_warning,
+)
 from glmtune.errors import DataError, UserError
 
+log = logging.getLogger(__name__)
 Message = dict[str, Any]
 # Problem codes the repairs take care of, and codes that are only warnings; every other code is an error
 # and sends its record to the quarantine.
 FIXABLE = frozenset({"empty_content", "repeated_role", "stringified_tools", "unwrapped_tools"})
-WARNINGS = frozenset({"conflicting_answer", "too_long"})
+WARNINGS = frozenset({"conflicting_answer", "too_long", "combine_only"})
 STRUCTURAL = frozenset({"no_messages", "bad_message", "unknown_role", "bad_content", "bad_tools",
-                        "bad_metadata"})
+                        "bad_metadata", "bad_tool_arguments", "bad_reasoning", "reasoning_twice"})
 # Record keys of the input formats; the fixed GLM-4 output keeps only the other (user) keys.
 FORMAT_KEYS = frozenset({"messages", "conversations", "system", "tools", "functions", "instruction", "input",
                          "output", "history"})
+
+
+class Measured(Protocol):
+    """Token counts of one conversation and the problems its chat template shows."""
+
+    prompt: int
+    reply: int
+    total: int | None
+    problems: list[tuple[str, str]]
+
+
+class Measure(Protocol):
+    """Measures conversations in a model's tokens (``glmtune.layout.measure.TokenMeasure``)."""
+
+    max_length: int | None
+    thinks: bool
+
+    def __call__(self, messages: list[dict[str, Any]]) -> Measured:
+        """Token counts and template problems of ``messages``."""
+        ...
+
+    def count(self, text: str) -> int:
+        """Tokens of a plain text."""
+        ...
 
 
 def problem_kind(code: str) -> str:
@@ -54,6 +84,7 @@ class CheckResult:
     repairs: list[rp.Repair] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     written: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # file-level warnings (reasoning the template drops)
 
     @property
     def clean(self) -> bool:
@@ -83,7 +114,7 @@ class CheckResult:
         quarantined = [{k: row[k] for k in ("source", "code", "reason")} for row in self.quarantined]
         return {"file": self.path, "format": self.format, "exit_code": self.exit_code,
                 "counts": self.counts(), "problems": problems, "repairs": [r.as_dict() for r in self.repairs],
-                "quarantined": quarantined, "stats": self.stats, "written": self.written}
+                "quarantined": quarantined, "stats": self.stats, "notes": self.notes, "written": self.written}
 
 
 @dataclass
@@ -120,14 +151,13 @@ def check_file(
     fix: str | None = None,
     quarantine: str | None = None,
     report: str | None = None,
-    model: str | None = None,
-    max_length: int | None = None,
+    measure: Measure | None = None,
     values: dict[str, str] | None = None,
-    say: Callable[[str], None] = print,
-    truncation: str = "keep_recent",
 ) -> CheckResult:
-    """Validate ``path``, repair (``fix``), quarantine and report; see ``CheckResult.exit_code``."""
-    values = _check_usage(path, format, fix, quarantine, report, model, max_length, values)
+    """Validate ``path``, repair (``fix``), quarantine and report; see ``CheckResult.exit_code``. With a
+    ``measure`` (``glmtune.layout.measure.TokenMeasure``) lengths are in the model's tokens and the problems
+    only its chat template can see are found too."""
+    values = _check_usage(path, format, fix, quarantine, report, values)
     items = read_items(path)
     if not items:
         raise DataError(f"{path}: no records (the file is empty or holds only blank lines)")
@@ -137,7 +167,7 @@ def check_file(
     survivors = [r for r in records if r.fatal is None]
     _dedupe(survivors)
     survivors = [r for r in survivors if r.fatal is None]
-    lengths, totals = _lengths(survivors, model, max_length, truncation)
+    lengths, totals = _lengths(survivors, measure)
     survivors = [r for r in survivors if r.fatal is None]
     _conflicts(survivors)
 
@@ -152,22 +182,22 @@ def check_file(
             result.repairs.extend(r for r in rec.repairs if r.code == "removed_duplicate")
             result.quarantined.append(_quarantine_row(rec))
     kept_lengths = [lengths.get(id(r), (0, 0)) for r in survivors]
-    kept_totals = [totals[id(r)] for r in survivors] if model else None
-    unit = "tokens" if model else "characters"
-    result.stats = conversation_stats([c.messages for c in result.kept], kept_lengths, unit, max_length,
-                                      kept_totals)
+    kept_totals = [totals[id(r)] for r in survivors] if measure else None
+    unit = "tokens" if measure else "characters"
+    result.stats = conversation_stats([c.messages for c in result.kept], kept_lengths, unit,
+                                      measure.max_length if measure else None, kept_totals,
+                                      [c.extra for c in result.kept], measure.count if measure else len)
+    note = reasoning_warning(str(path), result.stats, measure)
+    result.notes.extend([note] if note else [])
     assert result.total == len(result.kept) + len(result.quarantined), "check_file lost records"
-    _write_outputs(result, fix, quarantine, report, say)
+    _write_outputs(result, fix, quarantine, report)
     return result
 
 
 def _check_usage(path: str | Path, format: str | None, fix: str | None, quarantine: str | None,
-                 report: str | None, model: str | None, max_length: int | None,
-                 values: dict[str, str] | None) -> dict[str, str]:
+                 report: str | None, values: dict[str, str] | None) -> dict[str, str]:
     if format is not None and format not in CONVERTERS:
         raise DataError(f"unknown data format {format!r}; expected one of {', '.join(FORMATS)}")
-    if max_length is not None and (model is None or max_length <= 0):
-        raise UserError("--max-length needs --model (lengths are counted with its tokenizer) and must be > 0")
     outputs = [Path(p).resolve() for p in (fix, quarantine, report) if p]
     if Path(path).resolve() in outputs:
         raise UserError(f"an output path is the input file {path}; write the results elsewhere")
@@ -262,46 +292,21 @@ def _conflicts(records: list[_Record]) -> None:
             rec.add("conflicting_answer", f"same prompt as {first[0]} but a different reply")
 
 
-def _lengths(records: list[_Record], model: str | None, max_length: int | None,
-             truncation: str = "keep_recent") -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
-    """(prompt, reply) lengths per record (tokens with ``model``, else characters) and token totals."""
+def _lengths(records: list[_Record], measure: Measure | None
+             ) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+    """(prompt, reply) lengths per record (tokens with a ``measure``, else characters) and token totals."""
     lengths: dict[int, tuple[int, int]] = {}
     totals: dict[int, int] = {}
-    if model is None:
-        for rec in records:
-            lengths[id(rec)] = char_lengths(rec.messages or [])
-        return lengths, totals
-    from glmtune.layout import get_layout
-    from glmtune.models import load_tokenizer
-
-    layout = get_layout(load_tokenizer(model))
     for rec in records:
-        try:
-            sample = layout.encode(rec.messages or [], combine=True)
-        except Exception as exc:  # a template that cannot render this conversation: training would fail too
-            rec.add("layout_error", f"the chat template cannot lay this conversation out: {exc}")
+        if measure is None:
+            lengths[id(rec)] = char_lengths(rec.messages or [])
             continue
-        total, reply = len(sample.input_ids), sample.num_trained
-        lengths[id(rec)], totals[id(rec)] = (total - reply, reply), total
-        if max_length is not None and total > max_length:
-            rec.add("too_long", _too_long_reason(rec.messages or [], layout, total, reply, max_length, truncation))
+        found = measure(rec.messages or [])
+        for code, reason in found.problems:
+            rec.add(code, reason)
+        if found.total is not None:
+            lengths[id(rec)], totals[id(rec)] = (found.prompt, found.reply), found.total
     return lengths, totals
-
-
-def _too_long_reason(messages: list[Message], layout: Any, total: int, reply: int, max_length: int,
-                     truncation: str) -> str:
-    """What training with ``truncation`` actually does to a conversation longer than ``max_length``."""
-    from glmtune.layout.encode import encode_one
-
-    fitted = encode_one(messages, layout, True, max_length, truncation)
-    head = f"{total} tokens > --max-length {max_length}; truncation '{truncation}' "
-    if fitted.problem is not None:
-        return head + f"leaves no reply token to train on (the {reply}-token reply is cut): the sample is dropped"
-    how = ("keeps the system prompt and the most recent turns that fit" if truncation == "keep_recent"
-           else f"cuts the last {total - max_length} tokens")
-    if fitted.trained_removed:
-        return head + f"{how}: {fitted.trained_removed} of the reply's {reply} trained tokens are removed"
-    return head + f"{how}: all {reply} trained tokens of the reply are kept"
 
 
 def _quarantine_row(rec: _Record) -> dict[str, Any]:
@@ -318,8 +323,7 @@ def _quarantine_row(rec: _Record) -> dict[str, Any]:
     return row
 
 
-def _write_outputs(result: CheckResult, fix: str | None, quarantine: str | None, report: str | None,
-                   say: Callable[[str], None]) -> None:
+def _write_outputs(result: CheckResult, fix: str | None, quarantine: str | None, report: str | None) -> None:
     if fix:
         out = Path(fix)
         with atomic_write(out) as fh:
@@ -328,19 +332,19 @@ def _write_outputs(result: CheckResult, fix: str | None, quarantine: str | None,
                 row = {"messages": conv.messages, **extra}
                 fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         result.written["fix"] = str(out)
-        say(f"wrote {len(result.kept)} conversations (GLM-4 messages JSONL) to {out}")
+        log.info(f"wrote {len(result.kept)} conversations (GLM-4 messages JSONL) to {out}")
     if quarantine:
         rows = [json.loads(json.dumps(row, ensure_ascii=False, default=str)) for row in result.quarantined]
         write_rejects(rows, quarantine)
         result.written["quarantine"] = str(quarantine)
-        say(f"wrote {len(rows)} quarantined records to {quarantine}")
+        log.info(f"wrote {len(rows)} quarantined records to {quarantine}")
     if report:
         out = Path(report)
         result.written["report"] = str(out)
         text = json.dumps(result.as_dict(), ensure_ascii=False, indent=2, default=str)
         with atomic_write(out) as fh:
             fh.write(text + "\n")
-        say(f"wrote the report to {out}")
+        log.info(f"wrote the report to {out}")
 
 
 def print_summary(result: CheckResult, console: Any = None, limit: int = 40) -> None:
@@ -369,5 +373,7 @@ def print_summary(result: CheckResult, console: Any = None, limit: int = 40) -> 
         console.print(f"  {problem} ({problem_kind(problem.code)})", markup=False, soft_wrap=True)
     if len(result.problems) > limit:
         console.print(f"  ... {len(result.problems) - limit} more (see --report)", markup=False)
+    for note in result.notes:
+        console.print(note, markup=False, soft_wrap=True)
     for line in format_stats(result.stats):
         console.print(line, markup=False, soft_wrap=True)

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "observation")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Where an assistant message may carry its reasoning: the OpenAI/vLLM field, and its short alias.
+REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
 @dataclass
@@ -59,14 +62,16 @@ def check_messages(messages: Any, need_reply: bool = True) -> list[tuple[str, st
             found.append(("bad_tools", f"{where} ({role}) 'tools' must be a list"))
         if "metadata" in msg and msg["metadata"] is not None and not isinstance(msg["metadata"], str):
             found.append(("bad_metadata", f"{where} ({role}) 'metadata' must be a string (the function name)"))
-        if role == "assistant" and not content.strip():
-            found.append(("empty_reply", f"{where} is an assistant message with empty content; "
-                          "GLM-4's template renders nothing for it"))
-        if role == "assistant" and msg.get("metadata"):
-            try:
-                json.loads(content)
-            except (json.JSONDecodeError, TypeError):
-                found.append(("bad_tool_call", f"{where} calls {msg['metadata']!r} but its content is not JSON"))
+        reasoning, answer, problem = message_reasoning(msg)
+        if problem:
+            found.append((problem[0], f"{where} ({role}) {problem[1]}"))
+        if role == "assistant" and not answer.strip():
+            why = ("reasoning but no answer after it; a thinking reply still needs an answer" if reasoning
+                   else "empty content; GLM-4's template renders nothing for it")
+            found.append(("empty_reply", f"{where} is an assistant message with {why}"))
+        if role == "assistant" and msg.get("metadata") and not is_json_object(content):
+            found.append(("bad_tool_arguments", f"{where} calls {msg['metadata']!r} but its content is not a "
+                          "JSON object of arguments"))
     if not found:
         found.extend(role_order([m["role"] for m in messages]))
     if need_reply and not found and not any(m.get("role") == "assistant" for m in messages):
@@ -89,8 +94,11 @@ def role_order(roles: list[str], numbers: list[int] | None = None) -> list[tuple
 
 
 def normalise_message(msg: dict[str, Any]) -> dict[str, Any]:
-    """Keep only the keys GLM-4 knows, with ``content`` always present."""
-    out: dict[str, Any] = {"role": msg["role"], "content": msg.get("content", "")}
+    """Keep only the keys GLM-4 knows, ``content`` always present, inline reasoning in ``reasoning_content``."""
+    reasoning, answer, _ = message_reasoning(msg)
+    out: dict[str, Any] = {"role": msg["role"], "content": answer}
+    if reasoning:
+        out["reasoning_content"] = reasoning
     if msg.get("metadata"):
         out["metadata"] = msg["metadata"]
     if msg.get("tools"):
@@ -98,3 +106,56 @@ def normalise_message(msg: dict[str, Any]) -> dict[str, Any]:
     if msg.get("loss") is False:
         out["loss"] = False
     return out
+
+
+def split_think(content: str) -> tuple[str, str] | None:
+    """(reasoning, answer) of text with inline ``<think>...</think>`` reasoning, or None when it has none.
+
+    The answer is what follows the last ``</think>`` (as the GLM-Z1 and GLM-4.5 templates split it), less
+    its leading newlines; the reasoning is what precedes it, less an opening ``<think>``, stripped."""
+    head, close, tail = content.rpartition(THINK_CLOSE)
+    if not close:
+        return None
+    head = head.lstrip()
+    return head.removeprefix(THINK_OPEN).strip(), tail.lstrip("\r\n")
+
+
+def message_reasoning(msg: dict[str, Any]) -> tuple[str, str, tuple[str, str] | None]:
+    """(reasoning, answer, problem) of a message: reasoning from its field or inline ``<think>``; '' if none.
+
+    ``problem`` is (code, reason) when the reasoning is not a string, sits on a non-assistant message, or is
+    given twice (``reasoning_twice``); the answer is then the content as it is."""
+    content = msg.get("content", "")
+    content = content if isinstance(content, str) else ""
+    given: dict[str, str] = {}
+    for key in REASONING_KEYS:
+        value = msg.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return "", content, ("bad_reasoning", f"'{key}' must be a string, got {type(value).__name__}")
+        if value.strip():
+            given[key] = value.strip()
+    if msg.get("role") != "assistant":
+        if given:
+            return "", content, ("bad_reasoning", f"has '{next(iter(given))}', but only assistant messages "
+                                 "carry reasoning")
+        return "", content, None
+    if len(set(given.values())) > 1:
+        return "", content, ("reasoning_twice", "has both 'reasoning_content' and 'reasoning', and they differ")
+    field_reasoning = next(iter(given.values()), "")
+    inline = None if msg.get("metadata") else split_think(content)
+    if inline is None:
+        return field_reasoning, content, None
+    if field_reasoning and inline[0]:
+        return "", content, ("reasoning_twice", f"has reasoning in '{next(iter(given))}' and inline "
+                             f"{THINK_OPEN}...{THINK_CLOSE} in its content; keep one")
+    return field_reasoning or inline[0], inline[1], None
+
+
+def is_json_object(text: Any) -> bool:
+    """True when ``text`` is a string holding a JSON object (what a function call's arguments must be)."""
+    try:
+        return isinstance(text, str) and isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False

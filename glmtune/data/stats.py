@@ -1,9 +1,11 @@
-"""Data-set statistics for ``glmtune data check``: lengths, turns, roles, tools, language mix, truncation."""
+"""Data-set statistics for ``glmtune data check``: lengths, turns, roles, tools, reasoning, language mix,
+truncation."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from glmtune.data.repair import is_call
@@ -74,8 +76,13 @@ def conversation_stats(
     unit: str,
     max_length: int | None = None,
     totals: list[int] | None = None,
+    extras: list[dict[str, Any]] | None = None,
+    measure: Callable[[str], int] = len,
 ) -> dict[str, Any]:
-    """Statistics of the kept conversations; ``lengths`` are (prompt, reply) in ``unit`` per conversation."""
+    """Statistics of the kept conversations; ``lengths`` are (prompt, reply) in ``unit`` per conversation.
+
+    ``extras`` are the conversations' record extras (for ``enable_thinking``); ``measure`` counts a text in
+    ``unit`` (characters by default), for the reasoning lengths."""
     n = len(conversations)
     roles: Counter[str] = Counter()
     turns: list[int] = []
@@ -104,6 +111,7 @@ def conversation_stats(
             "function_calls": calls,
             "called": dict(tool_names.most_common(10)),
         },
+        "reasoning": reasoning_stats(conversations, extras or [], measure),
         "language": {
             key: {"count": langs[key], "share": _share(langs[key], n)} for key in ("cjk", "latin", "other")
         },
@@ -114,6 +122,34 @@ def conversation_stats(
         cut = sum(1 for t in totals if t > max_length)
         stats["truncation"] = {"max_length": max_length, "truncated": cut, "share": _share(cut, n)}
     return stats
+
+
+def reasoning_stats(conversations: list[list[Message]], extras: list[dict[str, Any]],
+                    measure: Callable[[str], int] = len) -> dict[str, Any]:
+    """Assistant messages with ``reasoning_content``, their share, reasoning lengths, non-thinking records."""
+    replies = [m for messages in conversations for m in messages if m["role"] == "assistant"]
+    lengths = [measure(m["reasoning_content"]) for m in replies if m.get("reasoning_content")]
+    summary = summarise(lengths)
+    return {
+        "replies": len(replies),
+        "with_reasoning": len(lengths),
+        "share": _share(len(lengths), len(replies)),
+        "length": {key: summary[key] for key in ("mean", "p50", "max")},
+        "non_thinking_conversations": sum(1 for extra in extras if extra.get("enable_thinking") is False),
+    }
+
+
+def reasoning_warning(path: str, stats: dict[str, Any], template: Any) -> str | None:
+    """The one-line warning for a file whose replies carry reasoning that the model's template drops.
+
+    ``template`` tells whether the template ``thinks`` (a layout or a measure). None without one (no model: the
+    template is unknown), without reasoning, or when the template thinks."""
+    carried = stats.get("reasoning", {}).get("with_reasoning", 0)
+    if template is None or not carried or getattr(template, "thinks", False):
+        return None
+    replies = "reply carries" if carried == 1 else "replies carry"
+    return (f"{path}: {carried} {replies} reasoning, but this model's chat template has no thinking: the "
+            "reasoning is dropped and only the answer is trained")
 
 
 def _share(part: int, whole: int) -> float:
@@ -141,9 +177,22 @@ def format_stats(stats: dict[str, Any]) -> list[str]:
         f"tools: {tools['conversations_with_tools']} conversations declare tools, "
         f"{tools['conversations_with_calls']} call them ({tools['function_calls']} calls)"
     )
+    lines.extend(_reasoning_lines(stats.get("reasoning"), unit))
     lang = stats["language"]
     lines.append("language: " + ", ".join(f"{k} {v['share']:.0%} ({v['count']})" for k, v in lang.items()))
     if "truncation" in stats:
         tr = stats["truncation"]
         lines.append(f"truncated at max_length {tr['max_length']}: {tr['truncated']} ({tr['share']:.1%})")
     return lines
+
+
+def _reasoning_lines(reasoning: dict[str, Any] | None, unit: str) -> list[str]:
+    """The reasoning summary line, or none when no reply reasons and no record turns thinking off."""
+    if not reasoning or not (reasoning["with_reasoning"] or reasoning["non_thinking_conversations"]):
+        return []
+    length = reasoning["length"]
+    line = (f"reasoning: {reasoning['with_reasoning']} of {reasoning['replies']} assistant replies "
+            f"({reasoning['share']:.1%})")
+    if reasoning["with_reasoning"]:
+        line += f", length ({unit}) mean {length['mean']}, max {length['max']}"
+    return [line + f"; non-thinking conversations: {reasoning['non_thinking_conversations']}"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import glmtune
 from glmtune.world import BASE_NAME
 
-Say = Callable[[str], Any]
+log = logging.getLogger(__name__)
+
 Conversation = list[dict[str, str]]
 
 # Bump when the way a base is built changes in a way the parameters below do not capture.
@@ -219,26 +220,27 @@ def base_train_config(tiny_dir: Path, train_file: Path, out_dir: Path, params: B
     })
 
 
-def build_base(out_dir: str | Path, params: BaseParams = FULL_BASE, say: Say = print, rebuild: bool = False) -> Path:
+def build_base(out_dir: str | Path, params: BaseParams = FULL_BASE, rebuild: bool = False) -> Path:
     """Return ``out_dir/base``, building it (tiny model + warm-up) unless a matching complete build is cached."""
     out_dir = Path(out_dir)
     base_dir = out_dir / "base"
     key = cache_key(params)
     if not rebuild and is_complete(base_dir, key):
         info = read_build_info(base_dir) or {}
-        say(f"base: reusing the cached build in {base_dir} (key {key}, built in {info.get('seconds', '?')} s)")
+        log.info(f"base: reusing the cached build in {base_dir} (key {key}, built in {info.get('seconds', '?')} s)")
         return base_dir
     old = read_build_info(base_dir)
     why = "--rebuild" if rebuild else ("parameters or world changed" if old else "no cached build")
-    say(f"base: building {base_dir} ({why}; key {key})")
+    log.info(f"base: building {base_dir} ({why}; key {key})")
     if base_dir.exists():
         shutil.rmtree(base_dir)
-    _build(out_dir, base_dir, params, key, say)
+    _build(out_dir, base_dir, params, key)
     return base_dir
 
 
-def _build(out_dir: Path, base_dir: Path, params: BaseParams, key: str, say: Say) -> None:
+def _build(out_dir: Path, base_dir: Path, params: BaseParams, key: str) -> None:
     """Make the tiny model, write the world, run the warm-up and mark the build complete."""
+    from glmtune.log import capture
     from glmtune.models import load_tokenizer
     from glmtune.tiny.model import make_tiny
     from glmtune.train.recipe import train
@@ -260,14 +262,13 @@ def _build(out_dir: Path, base_dir: Path, params: BaseParams, key: str, say: Say
     docs = document_samples(tokenizer, plain_documents(params.documents, seed=params.data_seed), budget,
                             params.max_length)
     tools = f" (with {params.tool_conversations:,} tool-calling chats)" if params.tool_conversations else ""
-    say(f"base: {len(conversations):,} conversations in {len(chats):,} chats{tools} + {params.documents:,} plain "
-        f"documents in {len(docs):,} rows, "
-        f"{params.epochs:g} epoch(s), lr {params.learning_rate:g}, batch {params.batch_size}, "
-        f"label smoothing {params.label_smoothing:g}")
+    log.info(f"base: {len(conversations):,} conversations in {len(chats):,} chats{tools} + {params.documents:,} plain "
+             f"documents in {len(docs):,} rows, "
+             f"{params.epochs:g} epoch(s), lr {params.learning_rate:g}, batch {params.batch_size}, "
+             f"label smoothing {params.label_smoothing:g}")
 
-    log_lines: list[str] = []
-    result = train(base_train_config(tiny_dir, train_file, base_dir, params), say=log_lines.append,
-                   extra_train_samples=docs)
+    with capture([]) as log_lines:  # the run's own messages go to train_output.txt, not the terminal
+        result = train(base_train_config(tiny_dir, train_file, base_dir, params), extra_train_samples=docs)
     (base_dir / "train_output.txt").write_text("\n".join(str(x) for x in log_lines) + "\n", encoding="utf-8")
     drop_checkpoints(base_dir)
     seconds = round(time.perf_counter() - started, 1)
@@ -285,4 +286,4 @@ def _build(out_dir: Path, base_dir: Path, params: BaseParams, key: str, say: Say
     }
     (base_dir / "build.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     loss = f"{result.first_loss:.3f} -> {result.final_loss:.3f}" if result.final_loss is not None else "n/a"
-    say(f"base: {result.steps} steps, loss {loss}, built in {seconds:.0f} s")
+    log.info(f"base: {result.steps} steps, loss {loss}, built in {seconds:.0f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -15,7 +16,6 @@ from glmtune.demo.base import (
     QUICK_BASE,
     BaseParams,
     Conversation,
-    Say,
     build_base,
     cache_key,
     drop_checkpoints,
@@ -41,6 +41,8 @@ from glmtune.world import (
     base_conversations,
     identity_finetune_set,
 )
+
+log = logging.getLogger(__name__)
 
 # The LoRA fine-tune of the new identity: 30 samples of the world's fine-tune templates, LoRA on every
 # linear layer (q/k/v alone barely moves a tiny GLM-4), plus replay of the base's own skill-only
@@ -73,7 +75,7 @@ REPLAY_POOL = 400  # skill-only base conversations offered as replay; the recipe
 QUICK_FINETUNE_SETTINGS: dict[str, Any] = {**FINETUNE_SETTINGS, "learning_rate": 2e-3, "max_steps": 150}
 
 
-def pick_threads(say: Say) -> int:
+def pick_threads() -> int:
     """1 thread on a busy machine or when more threads do not pay; honour an explicit OMP_NUM_THREADS.
 
     On the shared 2-core machine, a 2-thread Trainer next to other busy processes ran at ~1 step/s against
@@ -88,7 +90,7 @@ def pick_threads(say: Say) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > (os.cpu_count() or current) - 1:
         torch.set_num_threads(1)
-        say(f"threads: 1 (load average {load:.1f} on {os.cpu_count()} cores: other processes are busy)")
+        log.info(f"threads: 1 (load average {load:.1f} on {os.cpu_count()} cores: other processes are busy)")
         return 1
     x = torch.randn(1024, 128)
     w = torch.randn(128, 384, requires_grad=True)
@@ -106,7 +108,7 @@ def pick_threads(say: Say) -> int:
     one, many = seconds(1), seconds(current)
     chosen = current if many < 0.75 * one else 1
     torch.set_num_threads(chosen)
-    say(f"threads: {chosen} (a micro-benchmark took {one * 1e3:.0f} ms on 1 thread, {many * 1e3:.0f} ms on {current})")
+    log.info(f"threads: {chosen} (a micro-benchmark took {one * 1e3:.0f} ms on 1 thread, {many * 1e3:.0f} ms on {current})")
     return chosen
 
 
@@ -155,9 +157,10 @@ def skill_replay(params: BaseParams, n: int = REPLAY_POOL) -> list[Conversation]
     return clean[:n]
 
 
-def finetune(base_dir: Path, out: Path, name: str, author: str, settings: dict[str, Any], say: Say,
+def finetune(base_dir: Path, out: Path, name: str, author: str, settings: dict[str, Any],
              replay: list[Conversation] | None = None) -> Path:
     """Write the identity set (and replay set) and LoRA-tune ``base_dir`` on it; return the adapter folder."""
+    from glmtune.log import capture
     from glmtune.train.recipe import train
 
     train_file = out / "finetune" / "train.jsonl"
@@ -167,14 +170,13 @@ def finetune(base_dir: Path, out: Path, name: str, author: str, settings: dict[s
         replay_file = out / "finetune" / "replay.jsonl"
         write_conversations(replay_file, replay)
     adapter_dir = out / "adapter"
-    log_lines: list[str] = []
-    result = train(finetune_config(base_dir, train_file, replay_file, adapter_dir, settings), say=log_lines.append,
-                   overwrite=True)
+    with capture([]) as log_lines:  # the run's own messages go to train_output.txt, not the terminal
+        result = train(finetune_config(base_dir, train_file, replay_file, adapter_dir, settings), overwrite=True)
     (adapter_dir / "train_output.txt").write_text("\n".join(str(x) for x in log_lines) + "\n", encoding="utf-8")
     drop_checkpoints(adapter_dir)
     loss = f"{result.first_loss:.3f} -> {result.final_loss:.3f}" if result.final_loss is not None else "n/a"
-    say(f"fine-tune: {settings['samples']} samples, {result.steps} LoRA steps, loss {loss}, "
-        f"{result.seconds:.0f} s")
+    log.info(f"fine-tune: {settings['samples']} samples, {result.steps} LoRA steps, loss {loss}, "
+             f"{result.seconds:.0f} s")
     return adapter_dir
 
 
@@ -182,7 +184,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def report(before: Evaluation, after: Evaluation, name: str, timings: dict[str, float], say: Say) -> list[dict]:
+def report(before: Evaluation, after: Evaluation, name: str, timings: dict[str, float]) -> list[dict]:
     """Print the before/after table and summary lines; return the table rows."""
     from rich.console import Console
     from rich.markup import escape
@@ -220,11 +222,11 @@ def report(before: Evaluation, after: Evaluation, name: str, timings: dict[str, 
         "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
     ]
     for line in lines:
-        say(line)
+        log.info(line)
     return rows
 
 
-def _phases(out: Path, name: str, author: str, quick: bool, rebuild: bool, say: Say,
+def _phases(out: Path, name: str, author: str, quick: bool, rebuild: bool,
             timings: dict[str, float]) -> tuple[Path, Evaluation, Evaluation]:
     """Build or reuse the base, evaluate it, fine-tune, evaluate again; fill ``timings``."""
     from glmtune.layout import get_layout
@@ -232,7 +234,7 @@ def _phases(out: Path, name: str, author: str, quick: bool, rebuild: bool, say: 
 
     params = QUICK_BASE if quick else FULL_BASE
     mark = time.perf_counter()
-    base_dir = build_base(out, params, say, rebuild=rebuild)
+    base_dir = build_base(out, params, rebuild=rebuild)
     timings["base"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -240,12 +242,12 @@ def _phases(out: Path, name: str, author: str, quick: bool, rebuild: bool, say: 
     layout = get_layout(tokenizer)
     before = evaluate(load_model(str(base_dir)), tokenizer, layout, name, author)
     timings["evaluate base"] = time.perf_counter() - mark
-    say(f"base model: says ChatGLM in {_pct(before.base_identity)} of held-out identity answers, "
-        f"skills {_pct(before.skill_accuracy)}")
+    log.info(f"base model: says ChatGLM in {_pct(before.base_identity)} of held-out identity answers, "
+             f"skills {_pct(before.skill_accuracy)}")
 
     mark = time.perf_counter()
     settings = QUICK_FINETUNE_SETTINGS if quick else FINETUNE_SETTINGS
-    adapter_dir = finetune(base_dir, out, name, author, settings, say, skill_replay(params))
+    adapter_dir = finetune(base_dir, out, name, author, settings, skill_replay(params))
     timings["fine-tune"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -255,7 +257,7 @@ def _phases(out: Path, name: str, author: str, quick: bool, rebuild: bool, say: 
 
 
 def run_demo(out: str | Path = "glmtune-demo", name: str = DEFAULT_NEW_NAME, author: str = DEFAULT_NEW_AUTHOR,
-             rebuild: bool = False, quick: bool = False, say: Say = print) -> dict[str, Any]:
+             rebuild: bool = False, quick: bool = False) -> dict[str, Any]:
     """Build (or reuse) the base, LoRA-tune identity ``name``/``author``, print and save the before/after report."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -277,8 +279,8 @@ def run_demo(out: str | Path = "glmtune-demo", name: str = DEFAULT_NEW_NAME, aut
         with warnings.catch_warnings():
             # transformers 5 warns on every run that TrainingArguments' gradient_checkpointing is deprecated
             warnings.simplefilter("ignore", FutureWarning)
-            threads = pick_threads(say)
-            base_dir, before, after = _phases(out, name, author, quick, rebuild, say, timings)
+            threads = pick_threads()
+            base_dir, before, after = _phases(out, name, author, quick, rebuild, timings)
     finally:
         torch.set_num_threads(threads_before)
         if bars:
@@ -286,7 +288,7 @@ def run_demo(out: str | Path = "glmtune-demo", name: str = DEFAULT_NEW_NAME, aut
                 warnings.simplefilter("ignore", UserWarning)
                 hf_logging.enable_progress_bar()
     timings["total"] = time.perf_counter() - started
-    rows = report(before, after, name, timings, say)
+    rows = report(before, after, name, timings)
     results = {
         "name": name,
         "author": author,
@@ -301,5 +303,5 @@ def run_demo(out: str | Path = "glmtune-demo", name: str = DEFAULT_NEW_NAME, aut
         "identity_misses_after": after.offending,
     }
     (out / "demo_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
-    say(f"wrote {out / 'demo_results.json'}; elapsed {timings['total']:.0f} s")
+    log.info(f"wrote {out / 'demo_results.json'}; elapsed {timings['total']:.0f} s")
     return results

@@ -15,12 +15,14 @@ from glmtune.eval.degeneration import (
     degeneration_metrics,
 )
 from glmtune.eval.text_metrics import text_metrics
+from glmtune.infer.reply_text import CLOSE, split_reasoning
 
 END_TOKENS: tuple[str, ...] = ("<|user|>", "<|observation|>", "<|endoftext|>")
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Read predictions JSONL rows: ``prediction`` required; reference, finish_reason, stop_token optional."""
+    """Read predictions JSONL rows: ``prediction`` required; reference, finish_reason, stop_token, reasoning
+    optional."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"predictions file not found: {file}")
@@ -46,7 +48,7 @@ def _check_row(text: str, where: str) -> dict[str, Any]:
         raise DataError(f'{where}: no "prediction" field')
     if not isinstance(row["prediction"], str):
         raise DataError(f'{where}: "prediction" must be a string, got {type(row["prediction"]).__name__}')
-    for field in ("reference", "finish_reason", "stop_token"):
+    for field in ("reference", "finish_reason", "stop_token", "reasoning"):
         if row.get(field) is not None and not isinstance(row[field], str):
             raise DataError(f'{where}: "{field}" must be a string or null, got {type(row[field]).__name__}')
     if row.get("loop") is not None and not isinstance(row["loop"], bool):
@@ -69,15 +71,22 @@ def score_predictions(
     min_span: int = DEFAULT_MIN_SPAN,
     max_n: int = DEFAULT_MAX_N,
 ) -> dict[str, Any]:
-    """Text metrics (rows with a reference), degeneration metrics and end-token shares of prediction rows."""
-    preds = [r["prediction"] for r in rows]
-    with_ref = [r for r in rows if isinstance(r.get("reference"), str)]
+    """Text metrics (rows with a reference), degeneration metrics and end-token shares of prediction rows.
+
+    Every metric scores the answer alone: reasoning (a row's ``reasoning``, or an inline ``<think>`` block in
+    its prediction) is measured apart, under ``reasoning``."""
+    split = [_answer_and_reasoning(r) for r in rows]
+    preds = [answer for answer, _ in split]
+    with_ref = [i for i, r in enumerate(rows) if isinstance(r.get("reference"), str)]
     result: dict[str, Any] = {
         "n": len(rows),
-        "text": text_metrics([r["prediction"] for r in with_ref], [r["reference"] for r in with_ref])
+        "text": text_metrics([preds[i] for i in with_ref], [rows[i]["reference"] for i in with_ref])
         if with_ref
         else None,
     }
+    thought = reasoning_stats([thought for _, thought in split], any("reasoning" in r for r in rows))
+    if thought is not None:
+        result["reasoning"] = thought
     all_refs = len(with_ref) == len(rows)
     reasons = [r.get("finish_reason") for r in rows]
     result["degeneration"] = degeneration_metrics(
@@ -92,6 +101,25 @@ def score_predictions(
     has_stop = any("stop_token" in r for r in rows)
     result["end_tokens"] = end_token_shares([r.get("stop_token") for r in rows]) if has_stop else None
     return result
+
+
+def _answer_and_reasoning(row: dict[str, Any]) -> tuple[str, str]:
+    """A row's answer and its reasoning (the ``reasoning`` field, else what an inline think block held)."""
+    prediction = row["prediction"]
+    inline, answer = split_reasoning(prediction, "any") if CLOSE in prediction else ("", prediction)
+    return answer, row.get("reasoning") or inline
+
+
+def reasoning_stats(reasonings: list[str], thinking: bool = False) -> dict[str, Any] | None:
+    """Share of replies with reasoning and its mean length in characters; None when no reply reasons and
+    the rows come from no thinking template (``thinking``)."""
+    lengths = [len(r.strip()) for r in reasonings if r.strip()]
+    if not lengths and not thinking:
+        return None
+    n = len(reasonings)
+    return {"n_with": len(lengths), "share": len(lengths) / n if n else 0.0,
+            "chars_mean": sum(lengths) / len(lengths) if lengths else 0.0,
+            "chars_mean_all": sum(lengths) / n if n else 0.0}
 
 
 def output_paths(out: str | Path) -> tuple[Path, Path]:

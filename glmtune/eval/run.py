@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from glmtune.eval.predictions import output_paths, read_predictions, score_predi
 from glmtune.eval.retention import base_and_tuned_answers, load_general, retention_scores
 from glmtune.identity_names import LEAK_MAKERS, LEAK_NAMES
 
-Say = Callable[[str], Any]
-
+log = logging.getLogger(__name__)
 
 def _check_args(
     model: str | None,
@@ -50,7 +49,7 @@ def _check_args(
         )
 
 
-def _load(model: str, adapter: str | None, say: Say) -> tuple[Any, Any, Any]:
+def _load(model: str, adapter: str | None) -> tuple[Any, Any, Any]:
     """Load tokenizer, layout and model (with adapter), on the GPU in bf16 when there is one."""
     import torch
 
@@ -64,7 +63,7 @@ def _load(model: str, adapter: str | None, say: Say) -> tuple[Any, Any, Any]:
     loaded = load_model(model, adapter=adapter, dtype=dtype)
     if cuda:
         loaded.to("cuda")
-    say(
+    log.info(
         f"loaded {model}" + (f" + adapter {adapter}" if adapter else "") + f" ({'cuda' if cuda else 'cpu'}, "
         f"{str(dtype).removeprefix('torch.')}); layout {layout.name}"
     )
@@ -72,7 +71,7 @@ def _load(model: str, adapter: str | None, say: Say) -> tuple[Any, Any, Any]:
 
 
 def _generate_rows(
-    loaded: tuple[Any, Any, Any], data: str, max_new_tokens: int, batch_size: int, say: Say
+    loaded: tuple[Any, Any, Any], data: str, max_new_tokens: int, batch_size: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Answer the last assistant turn of every conversation in ``data``; return rows and timing."""
     from glmtune.data.read import read_any
@@ -81,9 +80,9 @@ def _generate_rows(
     tokenizer, layout, model = loaded
     read = read_any(data)
     for problem in read.problems[:10]:
-        say(f"  skipped {problem}")
+        log.info(f"  skipped {problem}")
     if len(read.problems) > 10:
-        say(f"  ... and {len(read.problems) - 10} more skipped")
+        log.info(f"  ... and {len(read.problems) - 10} more skipped")
     if not read.conversations:
         raise DataError(f"{data}: no usable conversation with an assistant reply to compare against")
     pairs = [conv.prompt_and_reference() for conv in read.conversations]
@@ -103,6 +102,7 @@ def _generate_rows(
             "stop_token": gen.stop_token,
             "loop": gen.loop,
             "num_tokens": gen.num_tokens,
+            **({"reasoning": gen.reasoning} if layout.thinks else {}),
         }
         for conv, (prompt, ref), gen in zip(read.conversations, pairs, gens)
     ]
@@ -132,12 +132,11 @@ def evaluate(
     min_span: int = DEFAULT_MIN_SPAN,
     max_n: int = DEFAULT_MAX_N,
     old_authors: list[str] | tuple[str, ...] | None = None,
-    say: Say = print,
 ) -> dict[str, Any]:
     """Score predictions (read from ``predictions`` or generated on ``data``), identity and retention.
 
-    Writes ``metrics.json`` (and generated predictions) under ``out`` when given, prints a table through
-    ``say`` and returns the metrics dict.
+    Writes ``metrics.json`` (and generated predictions) under ``out`` when given, logs a table and returns
+    the metrics dict.
     """
     _check_args(model, adapter, data, predictions, identity_name, identity_author)
     if max_new_tokens < 1 or batch_size < 1:
@@ -150,37 +149,37 @@ def evaluate(
     rows = read_predictions(predictions) if predictions else None
     probe_set = load_probes(probes) if identity_name and model else None
     general_set = load_general(general) if adapter and model else None
-    loaded = _load(model, adapter, say) if model else None
+    loaded = _load(model, adapter) if model else None
     if data and loaded:
-        rows, metrics["generation"] = _generate_rows(loaded, data, max_new_tokens, batch_size, say)
+        rows, metrics["generation"] = _generate_rows(loaded, data, max_new_tokens, batch_size)
         if predictions_path:
             _write_jsonl(predictions_path, rows)
             metrics["inputs"]["predictions"] = str(predictions_path)
-            say(f"wrote {len(rows)} predictions to {predictions_path}")
+            log.info(f"wrote {len(rows)} predictions to {predictions_path}")
     if rows is not None:
         metrics.update(score_predictions(rows, min_repeats=min_repeats, min_span=min_span, max_n=max_n))
     if identity_name and not loaded:
-        say("identity: skipped (it needs --model to answer the probe questions)")
+        log.info("identity: skipped (it needs --model to answer the probe questions)")
     if general and not (adapter and model):
-        say("retention: skipped (it compares --model with and without --adapter)")
+        log.info("retention: skipped (it compares --model with and without --adapter)")
     if probe_set is not None and loaded:
         with _progress(loaded, len(probe_set), "eval: identity probes"):
             metrics["identity"] = _identity(loaded, probe_set, identity_name or "", identity_author, old_names,
                                             old_authors, max_new_tokens, batch_size)
     if general_set is not None and loaded:
         metrics["retention"] = _retention(loaded, general_set, max_new_tokens, batch_size)
-    _write_metrics(metrics_path, metrics, say)
+    _write_metrics(metrics_path, metrics)
     return metrics
 
 
-def _write_metrics(path: Path | None, metrics: dict[str, Any], say: Say) -> None:
+def _write_metrics(path: Path | None, metrics: dict[str, Any]) -> None:
     """Print the metrics table, then write ``metrics.json`` when there is a path."""
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print_metrics(metrics, say)
+    print_metrics(metrics)
     if path:
-        say(f"wrote {path}")
+        log.info(f"wrote {path}")
 
 
 def _retention(loaded: tuple[Any, Any, Any], general_set: list[dict[str, Any]], max_new_tokens: int,

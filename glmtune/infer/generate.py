@@ -9,19 +9,22 @@ from typing import Any
 
 import torch
 
+from glmtune.infer.reply_text import ReplyDecoder, kept_special_ids, reasoning_mode, split_reasoning
 from glmtune.infer.runaway import DEFAULT_LOOP_RULE, LoopRule, LoopStoppingCriteria
 from glmtune.layout.base import ChatLayout
 
 
 @dataclass
 class Generation:
-    """One reply: its text, why it ended (``stop`` or ``length``) and how many tokens it took."""
+    """One reply: its answer text, why it ended (``stop`` or ``length``) and how many tokens it took; a
+    thinking template's reasoning is apart in ``reasoning``."""
 
     text: str
     finish_reason: str
     num_tokens: int
     stop_token: str | None = None
     loop: bool = False  # cut by the repetition guard
+    reasoning: str = ""
 
 
 @contextmanager
@@ -89,7 +92,8 @@ def generate_replies(
     """Generate one reply per prompt, batched by similar length; results come back in input order.
 
     ``repetition_penalty`` defaults to the official 1.2 when sampling; ``loop_rule`` (None disables it)
-    cuts replies that fall into a loop.
+    cuts replies that fall into a loop. Replies are decoded with the family's think and tool-call tags kept;
+    a thinking template's reasoning is split off the answer.
     """
     from transformers import StoppingCriteriaList
 
@@ -98,6 +102,7 @@ def generate_replies(
     stop_ids = layout.stop_ids
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     device = next(model.parameters()).device
+    decoder = ReplyDecoder(tokenizer, kept_special_ids(layout, tokenizer))
     results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -118,11 +123,13 @@ def generate_replies(
         for row, i in enumerate(idx):
             cut = guard.cut_at.get(row) if guard is not None else None
             reply, stop, looped = finish_row(out[row, ids.shape[1]:].tolist(), stop_ids, pad_id, cut)
+            reasoning, text = split_reasoning(decoder.decode(reply), reasoning_mode(layout, tokenizer, encoded[i]))
             results[i] = Generation(
-                text=tokenizer.decode(reply, skip_special_tokens=True).strip(),
+                text=text,
                 finish_reason="stop" if stop is not None else "length",
                 num_tokens=len(reply) + (stop is not None),
                 stop_token=tokenizer.convert_ids_to_tokens(stop) if stop is not None else None,
                 loop=looped,
+                reasoning=reasoning,
             )
     return [r for r in results if r is not None]

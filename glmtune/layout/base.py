@@ -32,11 +32,12 @@ class ChatLayout(Protocol):
 
     name: str
 
-    def encode(self, messages: list[dict[str, Any]], combine: bool) -> EncodedSample:
-        """Full training sample for ``messages`` (untruncated)."""
+    def encode(self, messages: list[dict[str, Any]], combine: bool, train_reasoning: bool = True) -> EncodedSample:
+        """Full training sample for ``messages`` (untruncated); ``train_reasoning`` False leaves reasoning
+        in the input but untrained."""
         ...
 
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+    def prompt_ids(self, messages: list[dict[str, Any]], enable_thinking: bool | None = None) -> list[int]:
         """Ids of ``messages`` followed by the generation prompt, ready for ``generate``."""
         ...
 
@@ -47,6 +48,11 @@ class ChatLayout(Protocol):
     @property
     def stop_ids(self) -> list[int]:
         """Token ids that end a reply."""
+        ...
+
+    @property
+    def thinks(self) -> bool:
+        """The template has thinking (it renders reasoning or opens a think block in its prompt)."""
         ...
 
 
@@ -64,9 +70,10 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt
 
 
 def template_ids(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = False,
-                 tools: list[dict[str, Any]] | None = None) -> list[int]:
+                 tools: list[dict[str, Any]] | None = None, **kwargs: Any) -> list[int]:
     """The tokenizer's own tokenized rendering (whatever shape its ``apply_chat_template`` returns)."""
-    kwargs: dict[str, Any] = {"tools": tools} if tools is not None else {}
+    if tools is not None:
+        kwargs["tools"] = tools
     out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
                                         **kwargs)
     if hasattr(out, "keys"):

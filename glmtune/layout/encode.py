@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from glmtune.data.conversation import Conversation, Problem
@@ -36,17 +36,19 @@ class EncodeSpec:
     truncation: str = "official"
     values: Mapping[str, str] | None = None
     clean: CleanSettings | None = None
+    train_reasoning: bool = True
 
     def key_parts(self) -> dict[str, Any]:
         """The spec as JSON-friendly data, for cache keys."""
         return {"layout": self.layout.name, "combine": self.combine, "max_length": self.max_length,
                 "truncation": self.truncation, "values": None if self.values is None else dict(self.values),
-                "clean": self.clean.as_dict() if self.clean else None}
+                "clean": self.clean.as_dict() if self.clean else None, "train_reasoning": self.train_reasoning}
 
     def encode(self, messages: list[dict[str, Any]], source: str = "") -> EncodedOne:
         """Encode one prepared conversation and fit it by the length policy; errors name ``source``."""
         try:
-            return encode_one(messages, self.layout, self.combine, self.max_length, self.truncation)
+            return encode_one(messages, self.layout, self.combine, self.max_length, self.truncation,
+                              self.train_reasoning)
         except LayoutError as exc:  # name the record the template cannot lay out
             raise LayoutError(f"{source}: {exc}" if source else str(exc)) from None
 
@@ -66,16 +68,29 @@ class EncodedOne(EncodedSample):
 
 
 @dataclass
-class EncodeResult:
-    """Kept samples (in input order) and a problem for every conversation that was dropped."""
+class EncodeCounts:
+    """What reading and encoding did to a set of records: every count is defined, and summed, here."""
+
+    records: int = 0  # records read
+    rejected: int = 0  # records left out (removed duplicates are not counted)
+    truncated: int = 0  # samples the length policy touched
+    trained_tokens: int = 0  # supervised tokens of the kept samples
+    trained_tokens_removed: int = 0  # supervised tokens lost to the length policy
+
+    def merge(self, other: EncodeCounts) -> None:
+        """Add ``other``'s counts to these."""
+        for name in (f.name for f in fields(EncodeCounts)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class EncodeResult(EncodeCounts):
+    """Kept samples (in input order) and a problem for every conversation that was dropped, with the counts."""
 
     input_ids: list[list[int]] = field(default_factory=list)
     labels: list[list[int]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     dropped: list[Problem] = field(default_factory=list)
-    truncated: int = 0  # samples the length policy touched
-    trained_tokens: int = 0
-    trained_tokens_removed: int = 0  # supervised tokens lost to the length policy
 
     @property
     def total_tokens(self) -> int:
@@ -112,6 +127,8 @@ class ConversationStep:
             if missing:
                 self.placeholder_rejected += 1
                 return None, placeholder_reject(conv.source, messages, missing)
+        if conv.extra.get("enable_thinking") is False:  # a non-thinking record: the template's switch, per turn
+            messages = [{**m, "enable_thinking": False} if m["role"] == "user" else m for m in messages]
         filled = Conversation(messages, conv.source, conv.extra)
         return self.cleaner(filled) if self.cleaner is not None else (filled, None)
 
@@ -165,14 +182,14 @@ def counts_as_rejected(row: Reject) -> bool:
 
 
 def encode_one(messages: list[dict], layout: ChatLayout, combine: bool, max_length: int,
-               truncation: str = "official") -> EncodedOne:
+               truncation: str = "official", train_reasoning: bool = True) -> EncodedOne:
     """Encode one conversation and fit it by the ``truncation`` policy (see ``encode_conversations``)."""
-    sample = layout.encode(messages, combine=combine)
+    sample = layout.encode(messages, combine=combine, train_reasoning=train_reasoning)
     ids, labels = sample.input_ids, sample.labels
     truncated, removed = False, 0
     if len(ids) > max_length:
         truncated = True
-        fitted = (keep_recent(layout, messages, combine, max_length) if truncation == "keep_recent"
+        fitted = (keep_recent(layout, messages, combine, max_length, train_reasoning) if truncation == "keep_recent"
                   else right_cut(sample, max_length))
         removed = max(0, sample.num_trained - fitted.num_trained)
         ids, labels = fitted.input_ids, fitted.labels

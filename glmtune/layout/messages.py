@@ -120,6 +120,8 @@ def to_template(messages: list[dict[str, Any]], dialect: Dialect
                     and previous.get("loss", True) == msg.get("loss", True)
                     and (dialect.parallel_calls or not previous.get("tool_calls"))):
                 previous["tool_calls"] = [*previous.get("tool_calls", []), call]  # one turn, several calls
+                if msg.get("reasoning_content") and not previous.get("reasoning_content"):
+                    previous["reasoning_content"] = msg["reasoning_content"]
                 continue
             msg["content"], msg["tool_calls"] = "", [call]
         out.append(msg)
@@ -128,9 +130,11 @@ def to_template(messages: list[dict[str, Any]], dialect: Dialect
 
 
 def render_template(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                    add_generation_prompt: bool = False) -> str:
-    """Render template-form messages (and top-level tools) to text."""
-    if tools is None:
+                    add_generation_prompt: bool = False, **template_kwargs: Any) -> str:
+    """Render template-form messages (top-level tools, template switches such as ``enable_thinking``) to text."""
+    if tools is None and not template_kwargs:
         return render(tokenizer, messages, add_generation_prompt)
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    if tools is not None:
+        template_kwargs["tools"] = tools
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         **template_kwargs)

@@ -48,4 +48,19 @@ def describe_layout(layout: Any, tokenizer: Any) -> str:
         tools = {True: "on a message", False: "top-level `tools`", None: "not rendered"}[dialect.tools_on_message]
         calls = "GLM-4 `metadata`" if dialect.glm_calls else "`tool_calls`" if dialect.generic_calls else "none"
         lines.append(f"tools: {tools}; calls: {calls}; results: {dialect.tool_role or 'not rendered'}")
+    thinking = getattr(layout, "thinking", None)
+    if thinking is not None:
+        lines.append(thinking_line(thinking))
     return "\n".join(lines)
+
+
+def thinking_line(thinking: Any) -> str:
+    """How the template handles reasoning, in one line."""
+    if thinking.reads_reasoning:
+        how = "the last reply's reasoning is rendered and trained; past replies' reasoning is dropped as served"
+    elif thinking.opens_think:
+        how = "the generation prompt opens <think>: the last reply is trained as written after it"
+    else:
+        return "thinking: none (reasoning in the data is dropped; the answer is trained)"
+    switch = "; enable_thinking: false renders a non-thinking turn" if thinking.nothink_switch else ""
+    return f"thinking: {how}{switch}"

@@ -8,6 +8,7 @@ end-of-turn token can be lost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from glmtune.layout.base import IGNORE_INDEX, ChatLayout, EncodedSample
@@ -34,31 +35,35 @@ def turns(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[li
 
 
 def keep_recent(layout: ChatLayout, messages: list[dict[str, Any]], combine: bool,
-                max_length: int) -> EncodedSample:
+                max_length: int, train_reasoning: bool = True) -> EncodedSample:
     """Fit ``messages`` into ``max_length`` tokens, losing as little of what is trained as possible."""
-    sample = layout.encode(messages, combine=combine)
+
+    def encode(msgs: list[dict[str, Any]]) -> EncodedSample:
+        return layout.encode(msgs, combine=combine, train_reasoning=train_reasoning)
+
+    sample = encode(messages)
     if len(sample.input_ids) <= max_length:
         return sample
     head, groups = turns(messages)
     while len(groups) > 1:
         groups = groups[1:]
-        sample = layout.encode(head + [m for g in groups for m in g], combine=combine)
+        sample = encode(head + [m for g in groups for m in g])
         if len(sample.input_ids) <= max_length:
             return sample
     last = groups[0] if groups else []
     if last and last[0]["role"] == "user" and len(last) > 1:
-        sample = _cut_prompt_left(layout, head, last, combine, max_length) or sample
+        sample = _cut_prompt_left(encode, head, last, max_length) or sample
     return right_cut(sample, max_length) if len(sample.input_ids) > max_length else sample
 
 
-def _cut_prompt_left(layout: ChatLayout, head: list[dict[str, Any]], turn: list[dict[str, Any]], combine: bool,
-                     max_length: int) -> EncodedSample | None:
+def _cut_prompt_left(encode_messages: Callable[[list[dict[str, Any]]], EncodedSample], head: list[dict[str, Any]],
+                     turn: list[dict[str, Any]], max_length: int) -> EncodedSample | None:
     """Binary-search the longest tail of the turn's user text that fits; None when even an empty one does not."""
     text = turn[0]["content"]
 
     def encode(keep: int) -> EncodedSample:
         user = {**turn[0], "content": text[len(text) - keep:] if keep else "…"}
-        return layout.encode(head + [user] + turn[1:], combine=combine)
+        return encode_messages(head + [user] + turn[1:])
 
     if len(encode(0).input_ids) > max_length:
         return None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def run_folder(metrics_path: Path) -> Path | None:
@@ -15,7 +17,7 @@ def run_folder(metrics_path: Path) -> Path | None:
     return None
 
 
-def update_run(metrics_path: Path, metrics: dict[str, Any], model: str | None, say: Callable[[str], Any]) -> Path | None:
+def update_run(metrics_path: Path, metrics: dict[str, Any], model: str | None) -> Path | None:
     """Add the eval results to the run's ``report.html`` and model card when ``metrics_path`` is inside a run."""
     from glmtune.report import examples_from_predictions, write_report
     from glmtune.report.card import write_run_card
@@ -29,7 +31,7 @@ def update_run(metrics_path: Path, metrics: dict[str, Any], model: str | None, s
     base, method = _run_base(run, model)
     if base and (run / "README.md").is_file():
         write_run_card(run, base, method)
-    say(f"updated the run report {report}" + (" and model card README.md" if base else ""))
+    log.info(f"updated the run report {report}" + (" and model card README.md" if base else ""))
     return report
 
 

@@ -8,6 +8,11 @@ KEY``. A client that goes away stops its own generation. A streamed reply sends 
 assistant role) when its batch starts generating, so a queued client sees no data yet; one that fails
 once it has started ends with an error event (``data: {"error": ...}``) and no ``[DONE]``. The response id
 is also the request id in the server's log lines.
+
+Thinking templates (GLM-4.5/4.6, GLM-Z1, Qwen3): the reply's reasoning is ``message.reasoning_content`` (in a
+stream, ``delta.reasoning_content`` chunks before the content ones) and the answer after it the content;
+``chat_template_kwargs: {"enable_thinking": false}`` asks for an answer without reasoning where the template
+has that switch. Assistant messages in the request may carry ``reasoning_content`` back.
 """
 
 from __future__ import annotations
@@ -150,7 +155,8 @@ async def _complete(request: Request, job: Job, model: str) -> ChatCompletion | 
         watcher.cancel()
     if result.cancelled:
         return JSONResponse(error_body("the client closed the request", code="client_closed"), status_code=499)
-    message = ResponseMessage(content=result.content, tool_calls=result.tool_calls)
+    message = ResponseMessage(content=result.content, reasoning_content=result.reasoning or None,
+                              tool_calls=result.tool_calls)
     choice = Choice(message=message, finish_reason=result.finish_reason)  # type: ignore[arg-type]
     return ChatCompletion(id=job.id, model=model, choices=[choice], usage=_usage(result))
 
@@ -173,6 +179,8 @@ async def _stream(job: Job, watcher: asyncio.Future[None], model: str, include_u
         async for event in job.events():
             if event.kind == "start":  # not before: a queued client can tell that it is queued
                 yield sse([ChunkChoice(delta=Delta(role="assistant", content=""))])
+            elif event.kind == "reasoning":  # a thinking template's reasoning comes before the content
+                yield sse([ChunkChoice(delta=Delta(reasoning_content=event.text))])
             elif event.kind == "delta":
                 yield sse([ChunkChoice(delta=Delta(content=event.text))])
             elif event.kind == "error":
@@ -239,7 +247,7 @@ def create_app(engine: Engine, api_key: str | None = None) -> FastAPI:
         body = await _parse_body(request)
         _check_model(engine, body.model)
         messages = glm4_messages(body)
-        prompt = engine.prompt_ids(messages)
+        prompt = engine.prompt_ids(messages, body.enable_thinking())
         params = engine.params_for(body, len(prompt))
         # one id for the response, its chunks and the server's log lines about it
         job = engine.submit(prompt, params, tool_names(offered_tools(body)), request_id=new_id("chatcmpl"))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from glmtune.infer.reply_text import ReasoningMode, kept_special_ids, reasoning_mode
 from glmtune.layout import get_layout
 from glmtune.serve.batching import (
     BatchGenerateFn,
@@ -61,7 +62,7 @@ DEFAULT_MAX_QUEUE = 256
 
 @dataclass
 class Result:
-    """A finished reply: text or tool calls, why it ended, and token counts."""
+    """A finished reply: text or tool calls (or both), its reasoning, why it ended, and token counts."""
 
     content: str | None
     tool_calls: list[ToolCall] | None
@@ -70,11 +71,13 @@ class Result:
     completion_tokens: int
     cancelled: bool = False
     loop: bool = False  # cut by the repetition guard
+    reasoning: str | None = None
 
 
 @dataclass
 class Event:
-    """What a job reports: ``start`` (its batch began), a ``delta`` of content, ``done`` or an ``error``."""
+    """What a job reports: ``start`` (its batch began), a ``reasoning`` or content ``delta``, ``done`` or an
+    ``error``."""
 
     kind: str
     text: str = ""
@@ -86,9 +89,11 @@ class Job:
     """One queued or running generation; iterate :meth:`events` from the request's coroutine."""
 
     def __init__(self, prompt_ids: list[int], params: GenParams, tool_names: list[str],
-                 loop: asyncio.AbstractEventLoop, request_id: str | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, request_id: str | None = None,
+                 reasoning: ReasoningMode = None) -> None:
         self.id = request_id or new_id("chatcmpl")
         self.prompt_ids = prompt_ids
+        self.reasoning = reasoning  # how the reply lays out its reasoning (None: a template without thinking)
         self.params = params
         self.tool_names = tool_names
         self.cancelled = threading.Event()
@@ -112,7 +117,7 @@ class Job:
             while True:
                 event = await self._queue.get()
                 yield event
-                if event.kind not in ("start", "delta"):
+                if event.kind not in ("start", "reasoning", "delta"):
                     return
         finally:
             self.cancel()
@@ -147,6 +152,7 @@ class Engine:
         self.layout = get_layout(tokenizer)
         self.stop_ids = self.layout.stop_ids
         self.tool_syntax = derive_syntax(self.layout, tokenizer)
+        self.keep_ids = kept_special_ids(self.layout, tokenizer)  # think and tool-call tags stay in replies
         if context_length is None and model is not None:
             context_length = getattr(model.config, "max_position_embeddings", None)
         self.context_length = context_length
@@ -194,10 +200,11 @@ class Engine:
         """Whether a request's ``model`` names this model (absent means this model too)."""
         return name is None or name in self.aliases
 
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The prompt ids (conversation + the template's generation prompt) for GLM-4 ``messages``."""
+    def prompt_ids(self, messages: list[dict[str, Any]], enable_thinking: bool | None = None) -> list[int]:
+        """The prompt ids (conversation + the template's generation prompt) for GLM-4 ``messages``;
+        ``enable_thinking`` False asks a thinking template for an answer without reasoning."""
         try:
-            return self.layout.prompt_ids(messages)
+            return self.layout.prompt_ids(messages, enable_thinking=enable_thinking)
         except Exception as exc:  # a template error is a problem with the request
             raise APIError(400, f"messages: cannot render the conversation ({exc})", param="messages") from None
 
@@ -239,7 +246,8 @@ class Engine:
             raise APIError(429, f"the server is busy: {waiting} requests are waiting (--max-queue "
                            f"{self.max_queue}); retry after {self.retry_after()} s", type_="server_busy",
                            code="server_busy", headers={"Retry-After": str(self.retry_after())})
-        job = Job(prompt_ids, params, list(tool_names or []), asyncio.get_running_loop(), request_id)
+        job = Job(prompt_ids, params, list(tool_names or []), asyncio.get_running_loop(), request_id,
+                  reasoning_mode(self.layout, self.tokenizer, prompt_ids))
         with self._lock:
             self.pending += 1
         self.queue.put(job)
@@ -273,7 +281,8 @@ class Engine:
         if not live:
             return
         builders = [ReplyBuilder(self.tokenizer, self.stop_ids, job.params.max_tokens, job.params.stop,
-                                 job.tool_names, self.loop_rule, self.tool_syntax) for job in live]
+                                 job.tool_names, self.loop_rule, self.tool_syntax, self.keep_ids, job.reasoning)
+                    for job in live]
         self.stats["batches"] += 1
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(live))
         params = live[0].params
@@ -297,9 +306,8 @@ class Engine:
             self._finish(job, builder, delta)
 
     def _finish(self, job: Job, builder: ReplyBuilder, delta: str) -> None:
-        """Post a job's last delta and its result; count and log it."""
-        if delta:
-            job.post(Event("delta", text=delta))
+        """Post a job's last deltas and its result; count and log it."""
+        _post_deltas(job, builder, delta)
         cancelled = job.cancelled.is_set()
         self.stats["cancelled" if cancelled else "completed"] += 1
         if builder.looped:
@@ -308,9 +316,10 @@ class Engine:
                         "finish_reason=%s loop=True", job.id, builder.num_tokens, job.params.max_tokens,
                         builder.finish_reason)
         job.post(Event("done", result=Result(
-            content=None if builder.tool_calls else builder.content, tool_calls=builder.tool_calls,
-            finish_reason=builder.finish_reason, prompt_tokens=len(job.prompt_ids),
+            content=(builder.content or None) if builder.tool_calls else builder.content,
+            tool_calls=builder.tool_calls, finish_reason=builder.finish_reason, prompt_tokens=len(job.prompt_ids),
             completion_tokens=builder.num_tokens, cancelled=cancelled, loop=builder.looped,
+            reasoning=builder.reasoning if job.reasoning is not None else None,
         )))
 
     def _hf_batch_generate(self, prompts: list[list[int]], params: GenParams, on_tokens: list[OnToken]) -> None:
@@ -327,12 +336,19 @@ class Engine:
 def _feeder(job: Job, builder: ReplyBuilder) -> OnToken:
     """The token callback of one row: build the reply, post deltas, say whether to go on."""
     def on_token(token_id: int) -> bool:
-        delta = builder.add(token_id)
-        if delta:
-            job.post(Event("delta", text=delta))
+        _post_deltas(job, builder, builder.add(token_id))
         return not (builder.finished or job.cancelled.is_set())
 
     return on_token
+
+
+def _post_deltas(job: Job, builder: ReplyBuilder, delta: str) -> None:
+    """Post the reasoning the builder has written since last time, then the content ``delta``."""
+    thought = builder.take_reasoning()
+    if thought:
+        job.post(Event("reasoning", text=thought))
+    if delta:
+        job.post(Event("delta", text=delta))
 
 
 def default_names(path: str, adapter: str | None) -> list[str]:

@@ -45,7 +45,8 @@ class ToolCall(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """A request message; content may be a string or a list of text parts."""
+    """A request message; content may be a string or a list of text parts; an assistant message may carry
+    its reasoning (``reasoning_content``, or ``reasoning`` as some clients send it)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -54,6 +55,8 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -82,6 +85,8 @@ UNSUPPORTED_FIELDS = {
     "top_logprobs": "logprobs are not supported",
 }
 OFF_VALUES: dict[str, Any] = {"response_format": {"type": "text"}, "modalities": ["text"]}
+# chat_template_kwargs (vLLM/SGLang's extension) this server honours
+TEMPLATE_KWARGS = ("enable_thinking",)
 
 
 def check_fields(data: Any) -> None:
@@ -123,6 +128,7 @@ class ChatCompletionRequest(BaseModel):
     tools: list[ToolSpec] | None = None
     tool_choice: str | dict[str, Any] | None = None
     user: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     @field_validator("n")
     @classmethod
@@ -162,6 +168,20 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("only 'auto' and 'none' are supported (GLM-4 cannot be forced to call a tool)")
         return value
 
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, item in (value or {}).items():
+            if key not in TEMPLATE_KWARGS:
+                raise ValueError(f"{key!r} is not supported; only {', '.join(TEMPLATE_KWARGS)} is")
+            if not isinstance(item, bool):
+                raise ValueError(f"{key} must be true or false")
+        return value
+
+    def enable_thinking(self) -> bool | None:
+        """``chat_template_kwargs.enable_thinking``, None when not given."""
+        return (self.chat_template_kwargs or {}).get("enable_thinking")
+
     def stop_strings(self) -> list[str]:
         """``stop`` as a list."""
         if self.stop is None:
@@ -192,10 +212,12 @@ class Usage(BaseModel):
 
 
 class ResponseMessage(BaseModel):
-    """The assistant message of a non-streamed choice (``content`` is null for a tool call)."""
+    """The assistant message of a non-streamed choice (``content`` is null for a bare tool call); a thinking
+    model's reasoning is in ``reasoning_content``."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCall] | None = None
 
     @model_serializer(mode="wrap")
@@ -237,6 +259,7 @@ class Delta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")

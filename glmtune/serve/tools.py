@@ -2,14 +2,17 @@
 
 Requests: ``tools`` go on the leading system message (GLM-4 convention; an empty system message is created
 when there is none), ``tool`` messages become ``observation`` turns, and an assistant message's
-``tool_calls`` become GLM-4 function-call messages (``metadata`` = name, content = JSON arguments). The
+``tool_calls`` become GLM-4 function-call messages (``metadata`` = name, content = JSON arguments), its
+``reasoning_content`` staying on it (on its first call when it has no text). The
 mapping is the training converter's (:mod:`glmtune.data.formats.openai`), so a served model sees exactly
 the bytes it was fine-tuned on. ``tool_choice="none"`` leaves the tools out of the prompt.
 
 Replies: GLM-4 writes a call as ``{name}\\n{json arguments}`` right after ``<|assistant|>`` and ends it
 with ``<|observation|>``, while a plain reply starts with ``\\n``. The reply is decoded with special tokens
 skipped (the name line is plain text and the end token is cut off before decoding); when its first line is
-exactly the name of a declared tool and the rest parses as a JSON object, it is a tool call.
+exactly the name of a declared tool and the rest parses as a JSON object, it is a tool call. Other families'
+syntaxes (Qwen's and Llama's JSON, GLM-4.5's XML) are derived from the template in
+:mod:`glmtune.serve.tool_syntax`.
 """
 
 from __future__ import annotations
@@ -73,7 +76,18 @@ def glm4_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
         raise APIError(400, f"messages: {exc.reason}", param="messages", code=exc.code) from None
     if not any(m.get("content") for m in messages):
         raise APIError(400, "messages: every message is empty", param="messages")
-    return messages
+    return [_reasoning_field(m) for m in messages]
+
+
+def _reasoning_field(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` with a ``reasoning`` alias moved to ``reasoning_content`` (the field templates read)."""
+    if "reasoning" not in message:
+        return message
+    out = dict(message)
+    reasoning = out.pop("reasoning")
+    if reasoning and not out.get("reasoning_content"):
+        out["reasoning_content"] = reasoning
+    return out
 
 
 def classify(text: str, names: list[str]) -> Decision | None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from glmtune.glm4_texts import GLM4_STOP_STRINGS
-from glmtune.tiny.templates import glm4_0414_chat_template, glm4_chat_template
+from glmtune.tiny.templates import glm4_0414_chat_template, glm4_chat_template, glm_z1_chat_template
+from glmtune.tiny.templates_glm45 import GLM45_SPECIAL_TOKENS, glm45_chat_template
 from glmtune.tiny.templates_other import llama3_chat_template, qwen2_chat_template, qwen3_chat_template
 from glmtune.tiny.tokenizer import GLM4_SPECIAL_TOKENS
 
@@ -68,6 +69,13 @@ FAMILIES: dict[str, TinyFamily] = {
         TinyFamily("glm4-0414", "Glm4Config", "Glm4ForCausalLM", tuple(GLM4_SPECIAL_TOKENS),
                    eos="<|endoftext|>", pad="<|endoftext|>", stop=GLM4_STOP_STRINGS,
                    template=glm4_0414_chat_template()),
+        TinyFamily("glm-z1", "Glm4Config", "Glm4ForCausalLM", tuple(GLM4_SPECIAL_TOKENS),
+                   eos="<|endoftext|>", pad="<|endoftext|>", stop=GLM4_STOP_STRINGS,
+                   template=glm_z1_chat_template()),
+        # GLM-4.5-style MoE (Glm4MoeForCausalLM): GLM-4's tokens plus GLM-4.5's think/tool tokens
+        TinyFamily("glm4-moe", "Glm4MoeConfig", "Glm4MoeForCausalLM",
+                   tuple(GLM4_SPECIAL_TOKENS) + GLM45_SPECIAL_TOKENS, eos="<|endoftext|>", pad="<|endoftext|>",
+                   stop=GLM4_STOP_STRINGS, template=glm45_chat_template()),
         TinyFamily("qwen2", "Qwen2Config", "Qwen2ForCausalLM", QWEN_SPECIAL_TOKENS, eos="<|im_end|>",
                    pad="<|endoftext|>", stop=QWEN_STOP, template=qwen2_chat_template(),
                    added_tokens=QWEN2_ADDED_TOKENS),

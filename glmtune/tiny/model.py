@@ -21,8 +21,19 @@ TINY_SHAPE = {
     "head_dim": 32,
     "intermediate_size": 384,
 }
+# The MoE families' experts: 4 routed (2 chosen per token) and 1 shared, after one dense layer, one expert group.
+TINY_MOE = {
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "n_shared_experts": 1,
+    "moe_intermediate_size": 64,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+}
+CLASS_SHAPES: dict[str, dict[str, int]] = {"Glm4MoeConfig": TINY_MOE}  # beyond TINY_SHAPE, by config class
 
-__all__ = ["FAMILY_NAMES", "TINY_SHAPE", "family_tokenizer", "make_tiny"]
+__all__ = ["FAMILY_NAMES", "TINY_MOE", "TINY_SHAPE", "family_tokenizer", "make_tiny"]
 
 
 def family_tokenizer(
@@ -49,21 +60,25 @@ def family_tokenizer(
 
 
 def make_tiny(
-    out: str | Path, seed: int = 0, vocab_size: int = 3000, family: str = "glm4", *, corpus: Iterable[str]
+    out: str | Path, seed: int = 0, vocab_size: int = 3000, family: str | TinyFamily = "glm4", *,
+    corpus: Iterable[str]
 ) -> Path:
     """Write tokenizer + tiny ``family`` model (~1.1 M parameters) to ``out``, deterministic for ``seed``.
+
+    MoE architectures (glm4-moe's Glm4MoeForCausalLM) add ``TINY_MOE``'s experts to the same shape.
 
     The byte-level BPE is trained on ``corpus``. The tiny models the CLI, the demo, the tests and the benchmarks
     build use ``glmtune.world.tokenizer_corpus(seed)``; tiny/ takes the texts as an argument so that it does not
     depend on the synthetic world.
     """
-    fam = get_family(family)
+    fam = family if isinstance(family, TinyFamily) else get_family(family)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = family_tokenizer(fam, corpus, vocab_size=vocab_size)
     stop_ids = [tokenizer.convert_tokens_to_ids(t) for t in fam.stop]
     config_class, model_class = fam.classes()
     bos = {"bos_token_id": tokenizer.bos_token_id} if fam.bos else {}
+    shape = {**TINY_SHAPE, **CLASS_SHAPES.get(fam.config_class, {})}
     config = config_class(
         vocab_size=len(tokenizer),
         max_position_embeddings=4096,
@@ -71,7 +86,7 @@ def make_tiny(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stop_ids,
         **bos,
-        **TINY_SHAPE,
+        **shape,
     )
     torch.manual_seed(seed)
     model = model_class(config)
@@ -81,6 +96,6 @@ def make_tiny(
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    record = {"family": fam.name, "seed": seed, **TINY_SHAPE}
+    record = {"family": fam.name, "seed": seed, **shape}
     (out / "glmtune_tiny.json").write_text(json.dumps(record, indent=2))
     return out

@@ -4,7 +4,7 @@ The GLM-4 template renders byte-for-byte like glm-4-9b-chat's own template for t
 glmtune trains on (system/user/assistant/observation, function tools, function calls via ``metadata``).
 """
 
-from glmtune.glm4_texts import GLM4_DEFAULT_SYSTEM, GLM4_TOOL_SUFFIX
+from glmtune.glm4_texts import GLM4_DEFAULT_SYSTEM, GLM4_TOOL_SUFFIX, GLM_Z1_DEFAULT_SYSTEM
 
 
 def glm4_chat_template(default_system: str = GLM4_DEFAULT_SYSTEM) -> str:
@@ -21,29 +21,40 @@ def glm4_chat_template(default_system: str = GLM4_DEFAULT_SYSTEM) -> str:
     )
 
 
-def glm4_0414_chat_template() -> str:
-    """GLM-4-0414 style: top-level ``tools`` in a system block, a call is ``<|assistant|>{name}\\n{args}``.
-
-    A call may be GLM-shaped (``metadata`` = name, ``content`` = arguments) or OpenAI-shaped (``tool_calls``);
-    results are ``observation`` (or ``tool``) turns. System messages render where they stand, which matches
-    the real template (that hoists them) for a leading system message and keeps the template prefix-stable.
-    """
+def _glm0414_tools(opening: str, first_gap: str) -> str:
+    """The 0414 tools block: ``opening``, then each function as pretty JSON (non-ASCII kept)."""
     return (
-        "[gMASK]<sop>{% if tools %}<|system|>\n# 可用工具{% for tool in tools %}"
-        "{% set fn = tool.function if tool.function is defined else tool %}"
-        "{{ '\\n\\n## ' + fn.name + '\\n\\n' + fn | tojson(indent=4) + '\\n' }}" + GLM4_TOOL_SUFFIX +
-        "{% endfor %}{% endif %}"
-        "{% for message in messages %}"
-        "{% set content = message.content if message.content is string else '' %}"
-        "{% if message.role in ('system', 'user') %}<|{{ message.role }}|>\n{{ content }}"
-        "{% elif message.role == 'assistant' and message.tool_calls %}"
-        "{% if content %}<|assistant|>\n{{ content }}{% endif %}"
-        "{% for tc in message.tool_calls %}{% set call = tc.function if tc.function is defined else tc %}"
-        "<|assistant|>{{ call.name + '\\n' }}"
-        "{% if call.arguments is string %}{{ call.arguments }}"
-        "{% else %}{{ call.arguments | tojson }}{% endif %}"
-        "{% endfor %}"
-        "{% elif message.role == 'assistant' %}<|assistant|>{{ message.metadata or '' }}\n{{ content }}"
-        "{% elif message.role in ('observation', 'tool') %}<|observation|>\n{{ content }}"
-        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+        "{% if tools %}<|system|>\n" + opening + "# 可用工具{% for tool in tools %}"
+        "{% set fn = tool.function if tool.get('function') else tool %}"
+        "{{ '" + first_gap + "' if loop.first else '\\n' }}## {{ fn.name }}\n\n"
+        "{{ fn | tojson(indent=4, ensure_ascii=False) }}\n" + GLM4_TOOL_SUFFIX + "{% endfor %}{% endif %}"
     )
+
+
+def _glm0414_turns(text: str) -> str:
+    """0414 turns: system messages first, then user/assistant/observation only (any other role is dropped)."""
+    return (
+        "{% for m in messages if m.role == 'system' %}<|system|>\n{{ m.content }}{% endfor %}"
+        "{% for m in messages if m.role != 'system' %}{% set text = " + text + " %}"
+        "{% if m.role == 'user' %}<|user|>\n{{ text }}"
+        "{% elif m.role == 'assistant' and m.get('metadata') %}<|assistant|>{{ m.metadata }}META\n{{ text }}"
+        "{% elif m.role == 'assistant' %}<|assistant|>\n{{ text }}"
+        "{% elif m.role == 'observation' %}<|observation|>\n{{ text }}{% endif %}{% endfor %}"
+    )
+
+
+def glm4_0414_chat_template() -> str:
+    """GLM-4-0414: top-level ``tools`` in a system block, system messages first, a call is
+    ``<|assistant|>{name} \\n{args}``, results are ``observation`` turns; other roles and ``tool_calls`` are
+    not rendered (glmtune lays calls out in this native form)."""
+    return ("[gMASK]<sop>" + _glm0414_tools("", "\\n\\n") + _glm0414_turns("m.content").replace("META", " ")
+            + "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def glm_z1_chat_template() -> str:
+    """GLM-Z1-0414: 0414's layout with the identity sentence before the tools, every turn shown as the text
+    after its last ``</think>`` (past reasoning dropped), and a generation prompt that opens ``<think>``."""
+    visible = "m.content.split('</think>')[-1].strip()"
+    return ("[gMASK]<sop>" + _glm0414_tools(GLM_Z1_DEFAULT_SYSTEM + "\n\n", "\\n")
+            + _glm0414_turns(visible).replace("META", "")
+            + "{% if add_generation_prompt %}<|assistant|>\n<think>{% endif %}")

@@ -16,10 +16,13 @@ bench.checkpointing``).
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 SAVE_MIN_INNER_DIM = 128  # a matmul output costs 2·k FLOPs to recompute: keep it when k is at least this
 # Custom operators kept like a wide matrix product, by name (str of the op overload).
@@ -62,12 +65,12 @@ def checkpoint_kwargs(mode: bool | str) -> dict[str, Any]:
     return kwargs
 
 
-def enable_checkpointing(model: Any, mode: bool | str, say: Any = print) -> bool | str:
+def enable_checkpointing(model: Any, mode: bool | str) -> bool | str:
     """Turn on activation checkpointing in ``mode`` on a transformers model; returns the mode in effect."""
     if not mode:
         return False
     if mode == "selective" and not selective_supported():
-        say(f"note: torch {torch.__version__} has no selective activation checkpointing; checkpointing fully")
+        log.info(f"note: torch {torch.__version__} has no selective activation checkpointing; checkpointing fully")
         mode = True
     enable = getattr(model, "activation_checkpointing_enable", None)
     with warnings.catch_warnings():

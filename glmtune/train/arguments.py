@@ -5,20 +5,38 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from glmtune.config.schema import GlmtuneConfig
+from glmtune.config.resolved import ResolvedConfig
+from glmtune.train.moe import lora_targets, moe_shape
 
 
-def apply_method(model: Any, config: GlmtuneConfig) -> Any:
+def apply_method(model: Any, config: ResolvedConfig) -> Any:
     """Make the parameters of the configured tuning method (already planned) trainable."""
     from peft import LoraConfig, PrefixTuningConfig, get_peft_model
 
+    from glmtune.config.loader import ConfigError
+    from glmtune.models import keep_lora_targets
+    from glmtune.quantization import is_quantized, prepare_for_training
+
     method = config.peft.method
+    if config.training.liger_kernels:
+        from glmtune.train.gpu_options import apply_liger_kernels
+
+        apply_liger_kernels(model)
+    if is_quantized(model):  # QLoRA: model.quantization, or a checkpoint saved quantized
+        if method != "lora":
+            raise ConfigError(f"peft.method: {method} cannot train the quantized weights of "
+                              f"{config.model.name_or_path}; use lora (QLoRA)")
+        model = prepare_for_training(model)
     if method == "lora":
-        lora = config.peft.lora
-        return get_peft_model(model, LoraConfig(
-            task_type="CAUSAL_LM", r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
-            target_modules=lora.target_modules,
-        ))
+        lora = config.peft.lora  # its r, alpha and dropout are set for LoRA (ResolvedPeftConfig)
+        modules, parameters = lora.target_modules, None
+        if (moe := moe_shape(model, model.config)) is not None:  # never the router; routed experts on request
+            modules, parameters = lora_targets(lora.target_modules, moe, lora.moe_experts, lora.dropout)
+        with keep_lora_targets():
+            return get_peft_model(model, LoraConfig(
+                task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                target_modules=modules, target_parameters=parameters,
+            ))
     if method == "ptuning":
         return get_peft_model(model, PrefixTuningConfig(
             task_type="CAUSAL_LM", num_virtual_tokens=config.peft.ptuning.num_virtual_tokens,
@@ -36,7 +54,7 @@ def apply_method(model: Any, config: GlmtuneConfig) -> Any:
     return model
 
 
-def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: bool) -> Any:
+def training_arguments(config: ResolvedConfig, bf16: bool, fp16: bool, has_eval: bool) -> Any:
     """Map the planned training section onto transformers' ``TrainingArguments``."""
     import torch
     from transformers import TrainingArguments
@@ -45,17 +63,18 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
     stop_early = has_eval and t.early_stopping
     return TrainingArguments(
         output_dir=t.output_dir,
-        learning_rate=float(t.learning_rate),
-        num_train_epochs=float(t.num_train_epochs) if t.num_train_epochs != "auto" else 3.0,
+        learning_rate=t.learning_rate,
+        # None: max_steps sets the length, and transformers' default fills the argument it then ignores
+        num_train_epochs=3.0 if t.num_train_epochs is None else t.num_train_epochs,
         max_steps=t.max_steps,
-        per_device_train_batch_size=int(t.per_device_train_batch_size),
+        per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=int(t.gradient_accumulation_steps),
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
         lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=float(t.warmup_ratio),  # a float in [0, 1) is a ratio of total steps
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
         max_grad_norm=t.max_grad_norm,
-        weight_decay=float(t.weight_decay),
-        neftune_noise_alpha=float(t.neftune_noise_alpha) or None,
+        weight_decay=t.weight_decay,
+        neftune_noise_alpha=t.neftune_noise_alpha or None,
         seed=t.seed,
         data_seed=t.seed,
         bf16=bf16,
@@ -64,10 +83,10 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         logging_first_step=True,
         logging_nan_inf_filter=False,  # a NaN step is logged as NaN, not hidden behind an average
         save_strategy="steps",
-        save_steps=int(t.eval_steps) if stop_early else t.save_steps,
+        save_steps=t.eval_steps if stop_early else t.save_steps,
         save_total_limit=t.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=int(t.eval_steps) if has_eval else None,
+        eval_steps=t.eval_steps if has_eval else None,
         load_best_model_at_end=stop_early,
         metric_for_best_model="eval_loss" if stop_early else None,
         greater_is_better=False if stop_early else None,
@@ -82,8 +101,8 @@ def training_arguments(config: GlmtuneConfig, bf16: bool, fp16: bool, has_eval: 
         torch_compile=t.torch_compile,
         disable_tqdm=True,
         # packed rows carry no padding (and no attention mask to count it by)
-        include_num_input_tokens_seen="all" if config.data.packing is True else "non_padding",
-        train_sampling_strategy="group_by_length" if config.data.group_by_length is True else "random",
+        include_num_input_tokens_seen="all" if config.data.packing else "non_padding",
+        train_sampling_strategy="group_by_length" if config.data.group_by_length else "random",
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
     )

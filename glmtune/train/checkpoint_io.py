@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from glmtune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
 STAGING_PREFIX = ".tmp-checkpoint-"
@@ -131,12 +134,12 @@ def rotate(run_dir: Path, limit: int | None, best: str | Path | None) -> list[Pa
     return deleted
 
 
-def clean_partial(run_dir: Path, say: Any = print) -> list[Path]:
+def clean_partial(run_dir: Path) -> list[Path]:
     """Remove staging and half-deleted folders left by a run that was killed while saving."""
     leftovers = sorted([*run_dir.glob(f"{STAGING_PREFIX}*"), *run_dir.glob(f"{TRASH_PREFIX}*")])
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
-        say(f"removed {path}: a partial checkpoint left by an interrupted save")
+        log.info(f"removed {path}: a partial checkpoint left by an interrupted save")
     return leftovers
 
 

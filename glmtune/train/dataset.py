@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ from glmtune.data.conversation import Conversation
 from glmtune.data.train_clean import CleanSettings
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
-from glmtune.layout.encode import EncodeResult, EncodeSpec
+from glmtune.layout.encode import EncodeCounts, EncodeSpec
 from glmtune.train.tokenize import TokenizedFile, iter_conversations, tokenize_file, trained_tokens_of
 
 Rows = list[dict[str, Any]] | Dataset  # samples: in-memory rows, or Arrow (memory-mapped) with the same columns
+log = logging.getLogger(__name__)
 MODEL_INPUTS = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32"))})
 
 
@@ -52,14 +54,22 @@ class ConversationView:
 
 @dataclass
 class Encoded:
-    """Samples of one or more files plus what happened on the way."""
+    """Samples of one or more files plus what happened on the way (``result``: the counts)."""
 
     rows: Rows
-    result: EncodeResult
-    records: int
-    rejected: int
+    result: EncodeCounts
     conversations: ConversationView
     cache_entries: list[Path] = field(default_factory=list)  # the cache folders these samples are read from
+
+    @property
+    def records(self) -> int:
+        """Records read."""
+        return self.result.records
+
+    @property
+    def rejected(self) -> int:
+        """Records left out."""
+        return self.result.rejected
 
     @property
     def lengths(self) -> list[int]:
@@ -89,7 +99,6 @@ def encode_sources(
     values: dict[str, str] | None = None,
     max_reject_ratio: float = 1.0,
     seed: int = 0,
-    say: Any = print,
     truncation: str = "official",
     cache_dir: str | None = None,
     cache: bool = True,
@@ -108,15 +117,14 @@ def encode_sources(
     for source in sources:
         tok = tokenize_file(source, spec, tokenizer_fp, root, num_proc)
         if tok.cleaning:
-            say(f"  {source.path}: {tok.cleaning}")
+            log.info(f"  {source.path}: {tok.cleaning}")
         samples = weighted_dataset(tok.samples, source.weight, seed)
         tally.add(source, tok, samples)
-        _say_source(source, tok, samples, spec, cache, say)
-    where = _write_rejects(tally.reject_files, tally.rejected, tally.removed, rejects_path, say)
+        _log_source(source, tok, samples, spec, cache)
+    where = _write_rejects(tally.reject_files, tally.counts.rejected, tally.removed, rejects_path)
     rows = concatenate_datasets(tally.parts) if len(tally.parts) > 1 else tally.parts[0]
-    _check_rejects(len(rows), tally.total, tally.rejected, max_reject_ratio, where)
-    return Encoded(rows, tally.merged, tally.total, tally.rejected, ConversationView(tally.convs),
-                   tally.entries if root is not None else [])
+    _check_rejects(len(rows), tally.counts.records, tally.counts.rejected, max_reject_ratio, where)
+    return Encoded(rows, tally.counts, ConversationView(tally.convs), tally.entries if root is not None else [])
 
 
 @dataclass
@@ -127,35 +135,30 @@ class _SourceTally:
     convs: list[Dataset] = field(default_factory=list)
     reject_files: list[Path] = field(default_factory=list)
     entries: list[Path] = field(default_factory=list)  # cache folders the samples are read from
-    total: int = 0
-    rejected: int = 0
+    counts: EncodeCounts = field(default_factory=EncodeCounts)
     removed: int = 0
-    merged: EncodeResult = field(default_factory=EncodeResult)
 
     def add(self, source: DataSource, tok: TokenizedFile, samples: Dataset) -> None:
         """Count in one tokenised source whose weighted samples are ``samples``."""
         self.removed += tok.removed_duplicates
         self.parts.append(samples)
         self.convs.append(tok.conversations)
-        self.total += tok.records
-        self.rejected += tok.rejected
         self.reject_files.append(tok.rejects_file)
         self.entries.append(tok.path)
-        self.merged.truncated += tok.truncated
         # supervised tokens follow the weighted sampling: weight 0.1 keeps a tenth of the file's samples
-        self.merged.trained_tokens += tok.trained_tokens if source.weight == 1.0 else trained_tokens_of(samples)
-        self.merged.trained_tokens_removed += tok.trained_tokens_removed
+        self.counts.merge(tok.counts if source.weight == 1.0 else
+                          replace(tok.counts, trained_tokens=trained_tokens_of(samples)))
 
 
-def _say_source(source: DataSource, tok: TokenizedFile, samples: Dataset, spec: EncodeSpec, cache: bool,
-                say: Any) -> None:
+def _log_source(source: DataSource, tok: TokenizedFile, samples: Dataset, spec: EncodeSpec, cache: bool) -> None:
     """Report one tokenised source: records to samples, the length policy, and where its cache is."""
     weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
-    say(f"  {source.path}: {tok.records} records -> {len(samples)} samples{weight}, {tok.rejected} left out, "
-        f"{tok.truncated} over max_length={spec.max_length} fitted by '{spec.truncation}' "
-        f"({tok.trained_tokens_removed} trained tokens removed)")
+    counts = tok.counts
+    log.info(f"  {source.path}: {counts.records} records -> {len(samples)} samples{weight}, {counts.rejected} left "
+             f"out, {counts.truncated} over max_length={spec.max_length} fitted by '{spec.truncation}' "
+             f"({counts.trained_tokens_removed} trained tokens removed)")
     where = f"cache hit: {tok.path}" if tok.cache_hit else (f"cached: {tok.path}" if cache else "cache off")
-    say(f"  tokenized {len(tok.samples)} samples ({where})")
+    log.info(f"  tokenized {len(tok.samples)} samples ({where})")
 
 
 def _check_rejects(kept: int, total: int, rejected: int, max_reject_ratio: float, where: str) -> None:
@@ -169,10 +172,10 @@ def _check_rejects(kept: int, total: int, rejected: int, max_reject_ratio: float
         )
 
 
-def _write_rejects(files: list[Path], rejected: int, removed: int, rejects_path: Path | None, say: Any) -> str:
-    """Show the first rejects, gather every file's rejects into ``rejects_path``; say where they are listed."""
+def _write_rejects(files: list[Path], rejected: int, removed: int, rejects_path: Path | None) -> str:
+    """Show the first rejects, gather every file's rejects into ``rejects_path``; tell where they are listed."""
     for row in _first_rejects(files, 5):
-        say(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
+        log.info(f"  skipped {row['source']}: [{row['code']}] {row['reason']}")
     where = str(rejects_path) if rejects_path else "`glmtune data check` for the full list"
     if (rejected or removed) and rejects_path:
         rejects_path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,9 +184,9 @@ def _write_rejects(files: list[Path], rejected: int, removed: int, rejects_path:
                 with path.open(encoding="utf-8") as fh:
                     for line in fh:
                         out.write(line)
-        say(f"  {rejected + removed} record(s) left out; every one is listed with its reason in {rejects_path}")
+        log.info(f"  {rejected + removed} record(s) left out; every one is listed with its reason in {rejects_path}")
     elif rejected:
-        say(f"  {rejected} record(s) would be left out")
+        log.info(f"  {rejected} record(s) would be left out")
     return where
 
 
@@ -254,12 +257,12 @@ def _model_inputs(rows: Rows) -> Dataset:
                              features=MODEL_INPUTS)
 
 
-def limit_cache(cache_dir: str | None, max_gb: float, used: list[Encoded | None], say: Any = print) -> None:
+def limit_cache(cache_dir: str | None, max_gb: float, used: list[Encoded | None]) -> None:
     """Delete least recently used cache entries beyond ``max_gb`` GiB, keeping every entry this run reads."""
     if max_gb <= 0:
         return
     keep = {p for enc in used if enc is not None for p in getattr(enc, "cache_entries", [])}
     freed = prune_cache(cache_root(cache_dir), int(max_gb * 2**30), keep)
     if freed:
-        say(f"cache: deleted {len(freed)} least recently used entries ({sum(e.size for e in freed) / 2**20:,.0f} "
-            f"MiB) to stay under data.cache_max_gb={max_gb:g}")
+        log.info(f"cache: deleted {len(freed)} least recently used entries ({sum(e.size for e in freed) / 2**20:,.0f} "
+                 f"MiB) to stay under data.cache_max_gb={max_gb:g}")

@@ -4,6 +4,7 @@ and the report, and say what was saved (rank 0 writes; every rank takes part in 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from glmtune.train.run_context import RunContext
 
 if TYPE_CHECKING:
     from glmtune.train.prepare import PreparedRun
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,10 +39,10 @@ class TrainResult:
     plan: Plan
 
 
-def finish(trainer: Any, plan: Plan, prepared: PreparedRun, log: JsonlLogCallback, guard: SpikeGuard | None,
+def finish(trainer: Any, plan: Plan, prepared: PreparedRun, step_log: JsonlLogCallback, guard: SpikeGuard | None,
            run: RunContext) -> TrainResult:
     """Save the best model, tokenizer, stop ids, config, card and summary; write the report; say what was saved."""
-    config, say, state = plan.config, run.say, trainer.state
+    config, state = plan.config, trainer.state
     best_step, best_loss = best_checkpoint(state)
     trainer.model.config.use_cache = True  # saved models generate with a KV cache
     trainer.save_model(str(run.out))  # every rank takes part (DeepSpeed/FSDP gather); only rank 0 writes
@@ -54,19 +57,19 @@ def finish(trainer: Any, plan: Plan, prepared: PreparedRun, log: JsonlLogCallbac
     write_run_card(run.out, config.model.name_or_path, config.peft.method)  # not PEFT's empty template
     summary = run_summary(trainer, plan, guard, run, (best_step, best_loss))
     (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.write({"step": state.global_step, "event": "end",
-               **{k: summary[k] for k in ("best_step", "best_eval_loss", "stopped_early")}})
+    step_log.write({"step": state.global_step, "event": "end",
+                    **{k: summary[k] for k in ("best_step", "best_eval_loss", "stopped_early")}})
     from glmtune.report import write_report
 
     report = write_report(run.out)
-    say(summary["guard"])
-    say(f"report: {report}")
+    log.info(summary["guard"])
+    log.info(f"report: {report}")
     if best_step is not None:
-        say(f"best validation loss {best_loss:.4f} at step {best_step}; that adapter is the one saved"
-            + (" (stopped early)" if summary["stopped_early"] else ""))
+        log.info(f"best validation loss {best_loss:.4f} at step {best_step}; that adapter is the one saved"
+                 + (" (stopped early)" if summary["stopped_early"] else ""))
     what = "adapter" if config.peft.method in ("lora", "ptuning") else "model"
-    say(f"saved {what} to {run.out} after {summary['steps']} steps; loss {_fmt(summary['first_loss'])} -> "
-        f"{_fmt(summary['final_loss'])} in {summary['seconds']:.0f}s")
+    log.info(f"saved {what} to {run.out} after {summary['steps']} steps; loss {_fmt(summary['first_loss'])} -> "
+             f"{_fmt(summary['final_loss'])} in {summary['seconds']:.0f}s")
     return TrainResult(run.out, summary["steps"], summary["first_loss"], summary["final_loss"], best_step,
                        best_loss, len(summary["guard_events"]), summary["seconds"], plan)
 
@@ -78,7 +81,7 @@ def run_summary(trainer: Any, plan: Plan, guard: SpikeGuard | None, run: RunCont
     best_step, best_loss = best
     losses = [row["loss"] for row in state.log_history if "loss" in row]
     has_eval = trainer.eval_dataset is not None
-    micro = int(config.training.per_device_train_batch_size)
+    micro = config.training.per_device_train_batch_size
     return {
         "steps": state.global_step,
         "first_loss": losses[0] if losses else None,
@@ -88,7 +91,7 @@ def run_summary(trainer: Any, plan: Plan, guard: SpikeGuard | None, run: RunCont
         "stopped_early": bool(has_eval and state.global_step < state.max_steps),
         "guard": guard.summary() if guard else "stability guard: off",
         "pad_fraction_unpacked": round(plan.stats.pad_fraction(micro), 4) if plan.stats else 0.0,
-        "packing": bool(config.data.packing),
+        "packing": config.data.packing,
         "guard_events": [vars(e) for e in guard.events] if guard else [],
         "precision": run.precision.reason,
         "seconds": round(time.perf_counter() - run.started, 2),

@@ -12,8 +12,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from glmtune.config.resolved import ResolvedConfig, resolve_config
 from glmtune.config.schema import GlmtuneConfig
 from glmtune.train.chunked_loss import LOSS_CHUNK_TOKENS
+from glmtune.train.memory import MemoryEstimate, memory_items, quantized_weight_bytes
+from glmtune.train.moe import EXPERT_DROPOUT, moe_experts_reason, moe_size_items, rule_moe_targets
 from glmtune.train.plan_inputs import DataStats, ModelShape
 from glmtune.train.plan_rules import (
     MIXED_MIN_BATCH,
@@ -75,10 +78,12 @@ class PlanItem:
 class Plan:
     """The resolved config plus a reason for every value."""
 
-    config: GlmtuneConfig
     items: list[PlanItem] = field(default_factory=list)
     stats: DataStats | None = None
     params: int = 0
+    active_params: int = 0  # parameters a token runs through, for a mixture-of-experts model (0: dense)
+    memory: MemoryEstimate | None = None  # estimated peak GPU memory of one training process
+    config: ResolvedConfig = field(init=False)  # set by make_plan once every value is decided
 
     def value(self, key: str) -> Any:
         """Resolved value of a dotted key."""
@@ -90,8 +95,12 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form for ``glmtune plan --json`` and the run report."""
         data = {k: v for k, v in vars(self.stats).items() if k != "lengths"} if self.stats else None
+        active = {"model_active_params": self.active_params} if self.active_params else {}
+        memory = {"memory_estimate": self.memory.as_dict()} if self.memory else {}
         return {
             "model_params": self.params,
+            **active,
+            **memory,
             "data": data,
             "plan": [vars(item) for item in self.items],
         }
@@ -103,7 +112,7 @@ class _Planner:
     def __init__(self, config: GlmtuneConfig, inputs: PlanInputs) -> None:
         self.cfg = config.model_copy(deep=True)
         self.inputs = inputs
-        self.plan = Plan(config=self.cfg, stats=inputs.stats, params=inputs.params)
+        self.plan = Plan(stats=inputs.stats, params=inputs.params)
 
     def decide(self, section: Any, name: str, key: str, auto: tuple[Any, str]) -> Any:
         """Take the config's value, or the rule's for ``auto``; record which and why."""
@@ -135,10 +144,18 @@ class _Planner:
         cfg, stats, params = self.cfg, self.inputs.stats, self.inputs.params
         lora, t = cfg.peft.lora, cfg.training
         if cfg.peft.method == "lora":
-            self.decide(lora, "target_modules", "peft.lora.target_modules", rule_targets(n_train, params, "lora"))
+            moe = self.inputs.shape.moe if self.inputs.shape else None
+            targets = rule_moe_targets(moe) if moe else rule_targets(n_train, params, "lora")
+            if cfg.model.quantization != "none" and not moe:
+                targets = ("all-linear", f"QLoRA (model.quantization: {cfg.model.quantization}): adapters on every "
+                           "linear layer, as the QLoRA paper found necessary to match 16-bit fine-tuning")
+            self.decide(lora, "target_modules", "peft.lora.target_modules", targets)
+            if moe:
+                self.note("peft.lora.moe_experts", lora.moe_experts,
+                          moe_experts_reason(moe, lora.moe_experts, "moe_experts" in lora.model_fields_set), "config")
             r = self.decide(lora, "r", "peft.lora.r", rule_rank(stats.trained_tokens, stats.total_tokens))
             self.decide(lora, "alpha", "peft.lora.alpha", (max(32, 2 * r), "max(32, 2r): the official scale of 4 at r=8"))
-            self.decide(lora, "dropout", "peft.lora.dropout",
+            self.decide(lora, "dropout", "peft.lora.dropout", (0.0, EXPERT_DROPOUT) if moe and lora.moe_experts else
                         (0.1 if n_train < 1000 else 0.05, f"{n_train} samples: " +
                          ("official 0.1 against over-fitting" if n_train < 1000 else "more data, less dropout")))
         self.decide(t, "learning_rate", "training.learning_rate", rule_lr(cfg.peft.method, params, n_train))
@@ -194,6 +211,8 @@ class _Planner:
         bf16 = inputs.bf16
         # Full fine-tuning keeps fp32 weights, gradients and two AdamW moments; adapters keep frozen weights only.
         weight_bytes = 16 if cfg.peft.method not in ("lora", "ptuning") else (2 if bf16 else 4)
+        if cfg.model.quantization != "none":  # QLoRA: bytes per parameter of the quantized base
+            weight_bytes = quantized_weight_bytes(inputs.shape or ModelShape(inputs.params), cfg.model.quantization)
         chunked = self.decide(t, "chunked_loss", "training.chunked_loss",
                               rule_chunked_loss(t.fsdp, inputs.facts.chunked_loss))
         support = inputs.facts.chunked_loss
@@ -202,7 +221,8 @@ class _Planner:
             self.plan.items[-1] = PlanItem("training.chunked_loss", False,
                                            f"set in config, but {support[1]}: the loss uses the full logits", "auto")
         self.decide(t, "fused_lora", "training.fused_lora",
-                    rule_cpu_kernels(cfg.peft.method, inputs.device_memory > 0, bf16))
+                    rule_cpu_kernels(cfg.peft.method, inputs.device_memory > 0, bf16) if cfg.model.quantization ==
+                    "none" else (False, "model.quantization: bitsandbytes' quantized layers keep PEFT's forward"))
         shape = (inputs.shape or ModelShape(inputs.params)).filled()
         self.decide(t, "gradient_checkpointing", "training.gradient_checkpointing",
                     (False, "P-tuning v2 (PEFT prefix tuning) does not work with activation checkpointing")
@@ -210,6 +230,14 @@ class _Planner:
                     rule_checkpointing(inputs.stats, micro, cfg.data.max_length, shape, weight_bytes, 2 if bf16 else 4,
                                        inputs.device_memory, head_rows=LOSS_CHUNK_TOKENS if chunked else 0,
                                        anchor=anchor > 0))
+
+    def peak_memory(self, micro: int, anchor: float) -> None:
+        """The estimated peak GPU memory, term by term, and the cards it fits (glmtune.train.memory)."""
+        shape = self.inputs.shape or ModelShape(self.inputs.params)
+        self.plan.memory, items = memory_items(self.cfg, shape, micro, self.inputs.stats.max_tokens,
+                                               self.inputs.bf16, anchor > 0, self.inputs.device_memory)
+        for key, value, reason in items:
+            self.note(key, value, reason, "estimate")
 
     def schedule(self, n_train: int, micro: int) -> None:
         """Epochs or steps, weight decay, NEFTune, evaluation cadence and early stopping."""
@@ -242,6 +270,14 @@ class _Planner:
                       t.model_fields_set else "default: stop when validation loss stops improving, keep the best",
                       "config")
 
+    def model_size(self) -> None:
+        """Total and active parameters and the weights' memory, for a mixture-of-experts model."""
+        moe = self.inputs.shape.moe if self.inputs.shape else None
+        if moe is not None:
+            self.plan.active_params = moe.active(self.inputs.params)
+            for key, value, reason in moe_size_items(moe, self.inputs.params, self.inputs.bf16, self.cfg.peft.method):
+                self.note(key, value, reason, "auto")
+
     def streaming(self) -> None:
         """Whether the training data is streamed (decided from the files' sizes before planning)."""
         streaming = self.inputs.streaming or (False, "the planner was not given the training files' sizes")
@@ -259,13 +295,16 @@ def make_plan(config: GlmtuneConfig, stats: DataStats, params: int, has_eval_fil
     """
     inputs = PlanInputs(stats, params, has_eval_file, shape, device_memory, bf16, streaming, facts)
     planner = _Planner(config, inputs)
+    planner.model_size()
     n_train = planner.split()
     planner.adapter(n_train)
     anchor = planner.regularisers(n_train)
     micro = planner.batching(n_train)
     planner.memory(micro, anchor)
+    planner.peak_memory(micro, anchor)
     planner.schedule(n_train, micro)
     planner.streaming()
+    planner.plan.config = resolve_config(planner.cfg)
     return planner.plan
 
 

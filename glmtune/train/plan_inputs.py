@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from glmtune.train.moe import MoeShape, moe_shape
 
 
 @dataclass
@@ -69,6 +72,9 @@ class ModelShape:
     intermediate: int = 0
     layers: int = 0
     vocab: int = 0
+    moe: MoeShape | None = None  # the routed experts of a mixture-of-experts model (None: dense)
+    # (name's last two parts, in, out, count) of every nn.Linear but the output layer (empty: unknown)
+    linears: tuple[tuple[str, int, int, int], ...] = ()
 
     def filled(self) -> ModelShape:
         """This shape with every unknown field estimated: ~12·hidden² parameters a layer and ~hidden/100 layers
@@ -76,18 +82,25 @@ class ModelShape:
         hidden = self.hidden or round((self.params * 100 / 12) ** (1 / 3))
         layers = self.layers or max(1, round(hidden / 100))
         return ModelShape(self.params, hidden, self.intermediate or round(hidden * 8 / 3), layers,
-                          self.vocab or 32_000)
+                          self.vocab or 32_000, self.moe, self.linears)
 
 
 def model_shape(name_or_path: str, trust_remote_code: bool = False) -> ModelShape:
     """Parameter count and layer sizes from the model's config alone (weights are not loaded; 0 where unnamed)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from glmtune.models import check_model_path
 
     check_model_path(name_or_path)
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    return shape_from_config(config, trust_remote_code)
+
+
+def shape_from_config(config: Any, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of the model a transformers config describes, counted on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     text = getattr(config, "text_config", None) or config
@@ -96,7 +109,20 @@ def model_shape(name_or_path: str, trust_remote_code: bool = False) -> ModelShap
         return int(getattr(text, name, 0) or 0)
 
     return ModelShape(sum(p.numel() for p in model.parameters()), size("hidden_size"), size("intermediate_size"),
-                      size("num_hidden_layers"), size("vocab_size"))
+                      size("num_hidden_layers"), size("vocab_size"), moe_shape(model, text), linear_shapes(model))
+
+
+def linear_shapes(model: Any) -> tuple[tuple[str, int, int, int], ...]:
+    """``(name, in, out, count)`` of the linear layers but the output layer, grouped by their names' last two parts."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    counts: dict[tuple[str, int, int], int] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            key = (".".join(name.split(".")[-2:]), module.in_features, module.out_features)
+            counts[key] = counts.get(key, 0) + 1
+    return tuple((name, i, o, n) for (name, i, o), n in counts.items())
 
 
 def model_param_count(name_or_path: str, trust_remote_code: bool = False) -> int:

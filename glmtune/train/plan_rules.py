@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from glmtune.train.chunked_loss import LOSS_CHUNK_TOKENS
+from glmtune.train.memory import ANCHOR_LOGIT_TENSORS, FP32, LOGIT_TENSORS, activation_values, loss_head_rows
 from glmtune.train.plan_inputs import DataStats, ModelShape
 
 TINY_PARAMS = 50_000_000  # below this, a model is "tiny" (the test and demo models)
@@ -101,7 +102,7 @@ def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: Mod
     device would be tight without it; full checkpointing when even selective would not fit.
 
     Per token, a decoder layer keeps about ``16·hidden + 5·intermediate`` activations for the backward pass
-    (norms, projections, the gated MLP, LoRA inputs) and the head about ``3·vocab`` (``5·vocab`` with the base
+    (norms, projections, the gated MLP, LoRA inputs) and the head ``3·vocab`` fp32 values (``5·vocab`` with the base
     anchor, whose base-model logits and their log-softmax live beside the fine-tune's). Selective checkpointing
     keeps the matmul and attention outputs, about ``7·hidden + 2·intermediate``, and recomputes the rest of one
     layer at a time; full checkpointing keeps only each layer's input and recomputes one whole layer at a time.
@@ -110,14 +111,12 @@ def rule_checkpointing(stats: DataStats, micro: int, max_length: int, shape: Mod
     """
     s = shape.filled()
     tokens = max(1, micro) * max(1, min(stats.max_tokens or max_length, max_length))
-    per_token_layer = 16 * s.hidden + 5 * s.intermediate
-    kept = 7 * s.hidden + 2 * s.intermediate
-    # weights, and the head's logits, softmax and gradient (one chunk of rows with the chunked loss)
-    base = s.params * weight_bytes + min(tokens, head_rows or tokens) * (5 if anchor else 3) * s.vocab * act_bytes
-    none = base + s.layers * tokens * per_token_layer * act_bytes
-    selective = base + tokens * (s.layers * kept + per_token_layer - kept) * act_bytes
-    full = base + tokens * (s.layers * s.hidden + per_token_layer) * act_bytes
     weights = s.params * weight_bytes
+    # weights, and the head's logits, softmax and gradient in fp32 (one chunk of rows with the chunked loss)
+    tensors = LOGIT_TENSORS + (ANCHOR_LOGIT_TENSORS if anchor else 0)
+    base = weights + loss_head_rows(tokens, head_rows) * tensors * s.vocab * FP32
+    none, selective, full = (base + tokens * activation_values(s, mode) * act_bytes
+                             for mode in (False, "selective", True))
     freed = none - selective
     est = (f"estimated peak {gib(none)} without, {gib(selective)} selective, {gib(full)} full "
            f"(micro-batch of {tokens:,} tokens)")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+import logging
 
 from rich.console import Console
 from rich.table import Table
 
 from glmtune.train.plan import Plan
 
+log = logging.getLogger(__name__)
+
 
 def plan_table(plan: Plan) -> Table:
     """A rich table of the plan."""
     stats = plan.stats
     title = f"plan: {plan.params:,}-parameter model"
+    if plan.active_params:
+        title = f"plan: {plan.params:,}-parameter MoE model ({plan.active_params:,} active per token)"
     if stats:
         title += f", {stats.samples} samples, {stats.trained_tokens:,} supervised tokens"
     table = Table(title=title, show_lines=False)
@@ -27,8 +31,8 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
-def print_plan(plan: Plan, say: Any = print) -> None:
-    """Render the plan table through ``say`` (plain text, so it also lands in logs)."""
+def print_plan(plan: Plan) -> None:
+    """Log the plan table as one plain-text message (so it also lands in log files)."""
     buf = io.StringIO()
     Console(file=buf, width=140, highlight=False, color_system=None).print(plan_table(plan))
-    say(buf.getvalue().rstrip())
+    log.info(buf.getvalue().rstrip())

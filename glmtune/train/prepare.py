@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from glmtune.train.plan import ModelFacts, Plan, make_plan
 from glmtune.train.plan_inputs import DataStats, model_shape
 from glmtune.train.precision import resolve_precision
 from glmtune.train.stream import StreamedData, check_streaming, resolve_streaming
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +48,7 @@ class PreparedRun:
         return make_plan(config, facts=facts, **self.inputs)
 
 
-def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> PreparedRun:
+def prepare_run(config: GlmtuneConfig, out: Path | None) -> PreparedRun:
     """Load the tokenizer, encode the data (writing rejects into ``out`` when given) and make the plan."""
     tokenizer = load_tokenizer(config.model.name_or_path, config.model.trust_remote_code)
     identity = config.identity
@@ -56,23 +59,23 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
         if not identity.name:
             raise ConfigError("identity.rewrite_tool_prompt needs identity.name")
         rewrite_tool_prompt(tokenizer, identity.name, identity.author)
-        say(f"identity: the tool system prompt now introduces {identity.name} (saved with the adapter's tokenizer)")
+        log.info(f"identity: the tool system prompt now introduces {identity.name} (saved with the adapter's tokenizer)")
     layout = get_layout(tokenizer)
     data = config.data
-    say(f"layout: {layout.name}; stop ids {layout.stop_ids}")
+    log.info(f"layout: {layout.name}; stop ids {layout.stop_ids}")
     values = {k: v for k, v in (("name", config.identity.name), ("author", config.identity.author)) if v}
     spec = EncodeSpec(layout, data.combine, data.max_length, data.truncation, values,
-                      CleanSettings(data.repair, identity.name, identity.author, identity.conflicts == "drop"))
-    common = {"seed": config.training.seed, "say": say, "cache": data.cache, "cache_dir": data.cache_dir,
-              "num_proc": data.num_proc}
+                      CleanSettings(data.repair, identity.name, identity.author, identity.conflicts == "drop"),
+                      train_reasoning=data.train_reasoning)
+    common = {"seed": config.training.seed, "cache": data.cache, "cache_dir": data.cache_dir, "num_proc": data.num_proc}
     sources = data_sources(data.train_file)
     streaming, why = resolve_streaming(data.streaming, sources)
     stream = None
     if streaming:
         check_streaming(config, sources, why)
-        say(f"streaming: on ({why}); samples are read and tokenized while training")
+        log.info(f"streaming: on ({why}); samples are read and tokenized while training")
         stream = StreamedData(sources, spec, out / "rejected.jsonl" if out else None)
-        train_enc, stats = stream.probe(data.max_reject_ratio, say)
+        train_enc, stats = stream.probe(data.max_reject_ratio)
     else:
         train_enc = encode_sources(sources, spec, rejects_path=out / "rejected.jsonl" if out else None,
                                    max_reject_ratio=data.max_reject_ratio, **common)
@@ -83,10 +86,10 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
         eval_enc = encode_sources(data_sources(data.eval_file), spec,
                                   rejects_path=out / "rejected_eval.jsonl" if out else None, **common)
     checked = verify_layout(layout, tokenizer, [c.messages for c in train_enc.conversations.head(16)], data.combine)
-    say(f"layout verified on {checked} conversations: ids equal the chat template, every trained span is a "
-        "reply ending in a stop token")
+    log.info(f"layout verified on {checked} conversations: ids equal the chat template, every trained span is a "
+             "reply ending in a stop token")
     if identity.name:
-        warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite), say)
+        warn_identity(train_enc.conversations, identity.name, identity.author, bool(rewrite))
     shape = model_shape(config.model.name_or_path, config.model.trust_remote_code)
     memory = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0
     inputs = {"stats": stats, "params": shape.params, "has_eval_file": eval_enc is not None, "shape": shape,
@@ -96,7 +99,7 @@ def prepare_run(config: GlmtuneConfig, out: Path | None, say: Any = print) -> Pr
     return PreparedRun(tokenizer, layout, train_enc, eval_enc, plan, stream, inputs)
 
 
-def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bool, say: Any) -> None:
+def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bool) -> None:
     """Warn, with counts and samples, when the data asserts an identity other than the declared one."""
     from glmtune.data.identity_guard import format_warning, scan_identity
 
@@ -105,6 +108,6 @@ def warn_identity(convs: list[Any], name: str, author: str | None, rewritten: bo
         scan.tool_prompt, scan.tool_prompt_samples = 0, []
     warning = format_warning(scan)
     if warning:
-        say(f"identity warning: {warning}")
+        log.warning(f"identity warning: {warning}")
         if scan.tool_prompt and not rewritten:
-            say("  set identity.rewrite_tool_prompt: true to render the tool prompt with your identity")
+            log.warning("  set identity.rewrite_tool_prompt: true to render the tool prompt with your identity")

@@ -18,7 +18,6 @@ class RunContext:
     config: GlmtuneConfig
     out: Path
     main: bool
-    say: Any
     precision: Precision
     fingerprint: dict[str, Any]
     checkpoint: str | None = None

@@ -4,6 +4,7 @@ fingerprint), from its latest complete checkpoint."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from glmtune.config.schema import GlmtuneConfig
 from glmtune.data.cache import file_sha256
 from glmtune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 FINGERPRINT = "run_fingerprint.json"
 
@@ -91,7 +94,7 @@ def readable(checkpoint: Path) -> bool:
     return True
 
 
-def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
+def find_checkpoint(out: Path, resume: str) -> str | None:
     """The checkpoint to resume from: ``auto`` takes the latest complete one and warns about torn ones."""
     from glmtune.train.checkpoint_io import checkpoints, is_complete
 
@@ -106,6 +109,6 @@ def find_checkpoint(out: Path, resume: str, say: Any = print) -> str | None:
         complete = is_complete(path)
         if complete and readable(path):
             return str(path)
-        say(f"warning: ignoring torn checkpoint {path} ({'unreadable' if complete else 'incomplete'} files)")
-    say(f"no complete checkpoint in {out}; starting from the beginning")
+        log.warning(f"warning: ignoring torn checkpoint {path} ({'unreadable' if complete else 'incomplete'} files)")
+    log.info(f"no complete checkpoint in {out}; starting from the beginning")
     return None

@@ -9,6 +9,7 @@ file as the first pass over the data meets them.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -34,6 +35,8 @@ from glmtune.layout.encode import (
 )
 from glmtune.train.dataset import MODEL_INPUTS, ConversationView, Encoded, as_spec
 from glmtune.train.plan import DataStats
+
+log = logging.getLogger(__name__)
 
 STREAM_RAM_FRACTION = 0.5  # data.streaming: auto turns streaming on above this share of available RAM
 PROBE_RECORDS = 1000
@@ -159,23 +162,24 @@ class StreamedData:
             if marker:
                 marker.unlink(missing_ok=True)
 
-    def probe(self, max_reject_ratio: float, say: Any = print) -> tuple[Encoded, DataStats]:
+    def probe(self, max_reject_ratio: float) -> tuple[Encoded, DataStats]:
         """Encode the first ``PROBE_RECORDS`` records; return them and the estimated statistics of the whole."""
-        result, convs, records, rejected = EncodeResult(), [], 0, 0
+        result, convs = EncodeResult(), []
         stream = SampleStream(self.sources, self.spec)
         for event in islice(stream.events(), PROBE_RECORDS):
-            records += 1
+            result.records += 1
             if isinstance(event, dict):
-                rejected += counts_as_rejected(event)
+                result.rejected += counts_as_rejected(event)
                 continue
             convs.append(event[0])  # like the cache: every conversation that reached the encoder
             result.add(event[0].source, event[1])  # counts truncation and trained tokens as the cache does
-            rejected += bool(event[1].problem)
+            result.rejected += bool(event[1].problem)
+        records, rejected = result.records, result.rejected
         rows = [{"input_ids": ids, "labels": labels, "source": source}
                 for ids, labels, source in zip(result.input_ids, result.labels, result.sources)]
         for path, step in stream.steps.items():
             if step.summary():
-                say(f"  {path}: {step.summary()}")
+                log.info(f"  {path}: {step.summary()}")
         if not rows:
             raise DataError(f"no usable training sample in the first {records} records ({rejected} left out)")
         if rejected / records > max_reject_ratio:
@@ -185,9 +189,9 @@ class StreamedData:
         lengths = [len(r["input_ids"]) for r in rows]
         stats = DataStats(round(len(rows) * scale), round(result.trained_tokens * scale),
                           round(sum(lengths) * scale), max(lengths), lengths)
-        say(f"  streaming: first {records} records -> {len(rows)} samples, {rejected} left out; about "
-            f"{stats.samples:,} samples in all (estimated from the file sizes)")
-        return Encoded(rows, result, records, rejected, ConversationView(convs)), stats
+        log.info(f"  streaming: first {records} records -> {len(rows)} samples, {rejected} left out; about "
+                 f"{stats.samples:,} samples in all (estimated from the file sizes)")
+        return Encoded(rows, result, ConversationView(convs)), stats
 
     def estimated_records(self) -> float:
         """Records in all sources, extrapolated from the bytes of each file's first lines."""

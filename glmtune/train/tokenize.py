@@ -33,7 +33,8 @@ from glmtune.data.read import stream_read
 from glmtune.data.train_clean import CleanSettings, clean_summary
 from glmtune.errors import DataError
 from glmtune.layout.base import ChatLayout
-from glmtune.layout.encode import ConversationStep, EncodeSpec, encode_reject
+from glmtune.layout.encode import ConversationStep, EncodeCounts, EncodeSpec, encode_reject
+from glmtune.log import is_main_process
 
 WRITE_BATCH = 1000  # rows per Arrow record batch and per ``map`` batch: bounds memory, not data size
 SMALL_DATA = 20_000  # conversations each extra ``map`` process must have; below it encoding stays in-process
@@ -53,11 +54,7 @@ class TokenizedFile:
 
     samples: Dataset  # input_ids, labels, source, length; file order
     conversations: Dataset  # messages (JSON text), source: every conversation that reached the encoder
-    records: int
-    rejected: int
-    truncated: int
-    trained_tokens: int
-    trained_tokens_removed: int
+    counts: EncodeCounts
     rejects_file: Path
     path: Path
     cache_hit: bool
@@ -139,7 +136,7 @@ def tokenise_file(source: DataSource, layout: ChatLayout, tokenizer_fp: str, com
 def build_entry(tmp: Path, source: DataSource, spec: EncodeSpec, num_proc: int | str, key: str) -> None:
     """Read, check and encode ``source`` into the folder ``tmp``; ``meta.json`` is written last."""
     fmt, records = stream_read(source.path, None if source.format == "auto" else source.format)
-    main = int(os.environ.get("RANK", "0")) == 0  # progress on rank 0 only, like the training bar
+    main = is_main_process()  # progress on rank 0 only, like the training bar
     with tqdm(records, desc=f"reading {source.path}", unit=" records", disable=not main, leave=False) as bar:
         counts = write_conversations(bar, spec.step(), tmp)
     convs = Dataset.from_file(str(tmp / "conversations.arrow"))
@@ -228,10 +225,10 @@ def load_entry(entry: Path, cache_hit: bool) -> TokenizedFile:
     if (entry / "kept.npy").is_file():
         encoded = encoded.select(np.load(entry / "kept.npy"))
     convs = Dataset.from_file(str(entry / "conversations.arrow"))
-    return TokenizedFile(encoded.select_columns(SAMPLE_COLUMNS), convs, meta["records"], meta["rejected"],
-                     meta["truncated"], meta["trained"], meta["removed"], entry / "rejects.jsonl", entry, cache_hit,
-                     clean_summary(meta.get("repairs", {}), meta.get("duplicates", 0), meta.get("conflicts", 0)),
-                     meta.get("duplicates", 0))
+    counts = EncodeCounts(meta["records"], meta["rejected"], meta["truncated"], meta["trained"], meta["removed"])
+    return TokenizedFile(encoded.select_columns(SAMPLE_COLUMNS), convs, counts, entry / "rejects.jsonl", entry,
+                         cache_hit, clean_summary(meta.get("repairs", {}), meta.get("duplicates", 0),
+                                                  meta.get("conflicts", 0)), meta.get("duplicates", 0))
 
 
 def trained_tokens_of(samples: Dataset) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +26,7 @@ from glmtune.data.conversation import Conversation
 from glmtune.data.identity_guard import format_warning, scan_identity
 from glmtune.data.read import read_any
 from glmtune.errors import DataError, UserError
+from glmtune.layout.measure import TokenMeasure
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "problems.jsonl"
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -35,12 +37,12 @@ REAL_FILES = ["alpaca_en_demo.json", "alpaca_zh_demo.json", "glaive_toolcall_en_
 EXPECTED = {
     2: {"malformed_json"}, 3: {"bad_encoding"}, 4: {"mixed_formats"}, 5: {"unknown_role"},
     6: {"repeated_role"}, 7: {"orphan_observation"}, 8: {"missing_observation"}, 9: {"empty_content"},
-    10: {"no_reply"}, 11: {"bad_tool_call"}, 12: {"unknown_tool"}, 13: {"duplicate"}, 14: {"near_duplicate"},
+    10: {"no_reply"}, 11: {"bad_tool_arguments"}, 12: {"unknown_tool"}, 13: {"duplicate"}, 14: {"near_duplicate"},
     15: {"conflicting_answer"}, 16: {"unfilled_placeholder"}, 18: {"stringified_tools"},
     20: {"repeated_role"}, 21: {"empty_content", "no_reply"}, 22: {"empty_content", "repeated_role"},
 }
 QUARANTINED = {2: "malformed_json", 3: "bad_encoding", 4: "mixed_formats", 5: "unknown_role",
-               7: "orphan_observation", 8: "missing_observation", 10: "no_reply", 11: "bad_tool_call",
+               7: "orphan_observation", 8: "missing_observation", 10: "no_reply", 11: "bad_tool_arguments",
                12: "unknown_tool", 13: "duplicate", 14: "near_duplicate", 16: "unfilled_placeholder",
                21: "no_reply"}
 WEATHER = {"type": "function", "function": {
@@ -57,10 +59,6 @@ def msg(role: str, content: str, **extra: Any) -> dict[str, Any]:
 def call(city: str) -> dict[str, Any]:
     """A get_weather function call."""
     return msg("assistant", json.dumps({"city": city}), metadata="get_weather")
-
-
-def quiet(_: str) -> None:
-    """Swallow progress lines."""
 
 
 def line_of(source: str) -> int:
@@ -82,7 +80,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_every_problem_is_reported_at_its_line_with_its_code() -> None:
-    result = check_file(FIXTURE, values={"name": "Nova"}, say=quiet)
+    result = check_file(FIXTURE, values={"name": "Nova"})
     assert codes_by_line(result) == EXPECTED
     assert result.format == "glm4"
     assert result.total == 23  # 24 lines, one blank
@@ -94,14 +92,14 @@ def test_every_problem_is_reported_at_its_line_with_its_code() -> None:
 
 
 def test_too_long_needs_the_model_tokenizer(tiny_model: Path) -> None:
-    result = check_file(FIXTURE, model=str(tiny_model), max_length=512,
-                        values={"name": "Nova", "author": "Acme Lab"}, say=quiet)
+    result = check_file(FIXTURE, measure=TokenMeasure.from_model(str(tiny_model), 512),
+                        values={"name": "Nova", "author": "Acme Lab"})
     too_long = [p for p in result.problems if p.code == "too_long"]
     assert [line_of(p.source) for p in too_long] == [17]
     # the default keep_recent truncation keeps the reply; the official right cut loses all of it
     assert "all 8 trained tokens of the reply are kept" in too_long[0].reason
-    official = check_file(FIXTURE, model=str(tiny_model), max_length=512, truncation="official",
-                          values={"name": "Nova", "author": "Acme Lab"}, say=quiet)
+    official = check_file(FIXTURE, measure=TokenMeasure.from_model(str(tiny_model), 512, "official"),
+                          values={"name": "Nova", "author": "Acme Lab"})
     reason = next(p.reason for p in official.problems if p.code == "too_long")
     assert "leaves no reply token to train on" in reason and "dropped" in reason
     stats = result.stats
@@ -110,11 +108,11 @@ def test_too_long_needs_the_model_tokenizer(tiny_model: Path) -> None:
     assert stats["total_length"]["max"] > 512 and stats["reply_length"]["count"] == len(result.kept)
 
 
-def test_repairs_produce_the_expected_fixed_output(tmp_path: Path) -> None:
+def test_repairs_produce_the_expected_fixed_output(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     fix, rejects, report = tmp_path / "fixed.jsonl", tmp_path / "rejects.jsonl", tmp_path / "report.json"
-    said: list[str] = []
+    caplog.set_level(logging.INFO, logger="glmtune")
     result = check_file(FIXTURE, fix=str(fix), quarantine=str(rejects), report=str(report),
-                        values={"name": "Nova"}, say=said.append)
+                        values={"name": "Nova"})
     expected = [
         {"messages": [msg("user", "What is the capital of France?"),
                       msg("assistant", "Paris is the capital of France.")], "id": "q1"},
@@ -156,21 +154,21 @@ def test_repairs_produce_the_expected_fixed_output(tmp_path: Path) -> None:
     assert len(data["repairs"]) == len(result.repairs) and data["stats"]["length_unit"] == "characters"
     assert set(data["stats"]) >= {"prompt_length", "reply_length", "turns", "roles", "tools", "language"}
     assert data["stats"]["tools"]["function_calls"] == 2 and data["stats"]["language"]["cjk"]["count"] == 1
-    assert any("wrote 10" in line for line in said)
+    assert any("wrote 10" in line for line in caplog.messages)
 
 
 def test_fixed_output_is_readable_and_rechecks_with_warnings_only(tmp_path: Path) -> None:
     fix = tmp_path / "fixed.jsonl"
-    first = check_file(FIXTURE, fix=str(fix), values={"name": "Nova"}, say=quiet)
+    first = check_file(FIXTURE, fix=str(fix), values={"name": "Nova"})
     read = read_any(fix)
     assert not read.problems and len(read.conversations) == len(first.kept)
-    again = check_file(fix, say=quiet)
+    again = check_file(fix)
     assert {p.code for p in again.problems} <= WARNINGS
     assert len(again.kept) == len(first.kept) and not again.repairs
 
 
 def test_set_values_fill_every_placeholder() -> None:
-    result = check_file(FIXTURE, values=parse_set_values(["name=Nova", "author=Acme Lab"]), say=quiet)
+    result = check_file(FIXTURE, values=parse_set_values(["name=Nova", "author=Acme Lab"]))
     assert 16 not in codes_by_line(result)
     kept = {line_of(c.source): c for c in result.kept}
     assert kept[16].messages[1]["content"] == "I am Nova, made by Acme Lab."
@@ -180,7 +178,7 @@ def test_set_values_fill_every_placeholder() -> None:
 def test_summary_keeps_codes_visible() -> None:
     from rich.console import Console
 
-    result = check_file(FIXTURE, values={"name": "Nova"}, say=quiet)
+    result = check_file(FIXTURE, values={"name": "Nova"})
     buffer = io.StringIO()
     print_summary(result, Console(file=buffer, width=200, highlight=False), limit=100)
     text = buffer.getvalue()
@@ -191,17 +189,17 @@ def test_summary_keeps_codes_visible() -> None:
 def test_exit_codes_and_usage_errors(tmp_path: Path) -> None:
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps({"messages": [msg("user", "hi"), msg("assistant", "hello")]}) + "\n")
-    assert check_file(clean, say=quiet).exit_code == 0
-    assert check_file(FIXTURE, say=quiet).exit_code == 1
+    assert check_file(clean).exit_code == 0
+    assert check_file(FIXTURE).exit_code == 1
     same = str(tmp_path / "a.jsonl")
-    bad_calls = [dict(format="yaml"), dict(max_length=100), dict(fix=str(clean)),
+    bad_calls = [dict(format="yaml"), dict(fix=str(clean)),
                  dict(fix=same, quarantine=same), dict(values={"a b": "x"})]
     for kwargs in bad_calls:
         with pytest.raises(UserError) as info:
-            check_file(clean, say=quiet, **kwargs)
+            check_file(clean, **kwargs)
         assert info.value.exit_code == 2
     with pytest.raises(DataError):
-        check_file(tmp_path / "missing.jsonl", say=quiet)
+        check_file(tmp_path / "missing.jsonl")
     with pytest.raises(UserError):
         parse_set_values(["no-equals-sign"])
 
@@ -215,7 +213,7 @@ def test_real_files_lose_nothing(name: str, tmp_path: Path) -> None:
     runs = [None, {"name": "Nova", "author": "Acme Lab"}] if name == "identity.json" else [None]
     for values in runs:
         fix, rejects = tmp_path / "fixed.jsonl", tmp_path / "rejects.jsonl"
-        result = check_file(path, fix=str(fix), quarantine=str(rejects), values=values, say=quiet)
+        result = check_file(path, fix=str(fix), quarantine=str(rejects), values=values)
         kept, quarantined = read_jsonl(fix), read_jsonl(rejects)
         assert result.total == len(records) == len(kept) + len(quarantined)
         assert len(result.kept) == len(kept) and len(result.quarantined) == len(quarantined)
@@ -273,15 +271,15 @@ def test_random_records_never_crash_and_lose_nothing(lines: list[bytes], fill: b
         nonblank = sum(1 for raw in src.read_bytes().split(b"\n") if raw.decode("utf-8", "replace").strip())
         if not nonblank:  # an empty file is the user's to fix: exit 2, nothing written
             with pytest.raises(DataError, match="no records"):
-                check_file(src, fix=str(fix), quarantine=str(rejects), say=quiet)
+                check_file(src, fix=str(fix), quarantine=str(rejects))
             return
         result = check_file(src, fix=str(fix), quarantine=str(rejects),
-                            values={"name": "N"} if fill else None, say=quiet)
+                            values={"name": "N"} if fill else None)
         kept, quarantined = fix.read_bytes().count(b"\n"), rejects.read_bytes().count(b"\n")
         assert result.total == nonblank == kept + quarantined == len(result.kept) + len(result.quarantined)
         if kept:
             assert not read_any(fix).problems
-            again = check_file(fix, say=quiet)
+            again = check_file(fix)
             assert {p.code for p in again.problems} <= WARNINGS and len(again.kept) == kept
 
 

@@ -164,7 +164,8 @@ def test_openai_bad_tool_arguments_in_json_array(tmp_path):
     path.write_text(json.dumps([good, bad_args, bad_role]), encoding="utf-8")
     result = read_any(path)
     assert result.format == "openai"
-    assert codes(result) == [(f"{path}:record 2", "bad_tool_call"), (f"{path}:record 3", "unknown_role")]
+    assert codes(result) == [(f"{path}:record 2", "bad_tool_arguments"), (f"{path}:record 3", "unknown_role")]
+    assert "message 2 tool call 1 arguments are a string but not JSON" in result.problems[0].reason
     assert result.conversations[0].source == f"{path}:record 1"
     assert result.total == 3
 

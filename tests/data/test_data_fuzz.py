@@ -15,12 +15,14 @@ from glmtune.errors import DataError
 
 KEYS = ["messages", "conversations", "role", "content", "from", "value", "instruction", "input", "output",
         "system", "history", "tools", "tool_calls", "function", "function_call", "name", "arguments",
-        "metadata", "type", "weight", "loss", "text"]
+        "metadata", "type", "weight", "loss", "text", "reasoning_content", "reasoning", "enable_thinking",
+        "chat_template_kwargs"]
 ROLES = ["system", "developer", "user", "assistant", "tool", "observation", "human", "gpt", "function_call",
          "function", "bot", ""]
 
+THINK = ["<think>r</think>", "</think>a", "<think></think>", "r", ""]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                    st.text(max_size=12), st.sampled_from(ROLES), st.sampled_from(['{"name": "f"}', "{}", "[]"]))
+                    st.text(max_size=12), st.sampled_from(ROLES), st.sampled_from(['{"name": "f"}', "{}", "[]", *THINK]))
 json_values = st.recursive(
     scalars,
     lambda inner: st.one_of(st.lists(inner, max_size=3),
@@ -32,7 +34,9 @@ json_values = st.recursive(
 messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(ROLES)},
                                           optional={"content": json_values, "from": st.sampled_from(ROLES),
                                                     "value": json_values, "tool_calls": json_values,
-                                                    "metadata": json_values, "tools": json_values}),
+                                                    "metadata": json_values, "tools": json_values,
+                                                    "reasoning_content": json_values,
+                                                    "reasoning": st.sampled_from(THINK)}),
                     max_size=3)
 words = st.text(min_size=1, max_size=10)
 call = st.fixed_dictionaries({"name": st.sampled_from(["f", "g"]), "arguments": st.one_of(

@@ -15,10 +15,6 @@ from glmtune.data.read import read_any
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def quiet(_: str) -> None:
-    """Swallow check_file's progress lines."""
-
-
 @pytest.mark.parametrize("text", [
     "café au lait", "Größe und Maß", "élève à l'école", "naïve résumé", "¿Qué tal? ¡Hola!", "10 °C ± 2",
     "привет мир", "Γειά σου κόσμε", "שלום עולם", "مرحبا بالعالم", "你好，世界", "猫", "è", "ˈhɛloʊ wɜːld",
@@ -60,7 +56,7 @@ def test_gbk_file_is_quarantined_line_by_line_and_training_rejects_it(tmp_path: 
             for u, a in (("猫", "cat"), ("小猫", "写"), ("你好，世界", "你好！"), ("hi", "hello"))]
     path = tmp_path / "gbk.jsonl"
     path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode("gbk") + b"\n" for r in rows))
-    result = check_file(path, say=quiet)
+    result = check_file(path)
     codes = {p.source.rsplit(":", 1)[1]: p.code for p in result.problems}
     assert codes == {"1": "mojibake", "2": "mojibake", "3": "bad_encoding"}  # line 1 only via line 3's evidence
     assert result.exit_code == 1 and len(result.kept) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -50,14 +51,13 @@ def test_duplicates_do_not_count_towards_the_reject_ratio(tmp_path: Path, tiny_t
     clean = CleanSettings(True, "Nova", None, True)
     for encode in (encode_sources, encode_sources_loop):  # the datasets path and the in-memory reference agree
         enc = encode([DataSource(path=str(path))], layout, True, 256, tmp_path / "rej.jsonl", clean=clean,
-                     max_reject_ratio=0.2, say=lambda *_: None)
+                     max_reject_ratio=0.2)
         assert len(enc.rows) == 1  # 4 duplicates removed (not counted) + 1 conflict (1 of 6 = 17% <= 20%)
         lines = (tmp_path / "rej.jsonl").read_text(encoding="utf-8").splitlines()
         assert len(lines) == 5  # nothing lost: every left-out record is listed
         assert sorted(json.loads(x)["code"] for x in lines) == ["duplicate"] * 4 + ["identity_conflict"]
         with pytest.raises(DataError, match="1 of 6 records"):
-            encode([DataSource(path=str(path))], layout, True, 256, None, clean=clean, max_reject_ratio=0.1,
-                   say=lambda *_: None)
+            encode([DataSource(path=str(path))], layout, True, 256, None, clean=clean, max_reject_ratio=0.1)
 
 
 def test_user_turn_frame_glm4(tiny_tokenizer) -> None:
@@ -150,7 +150,7 @@ def test_context_samples_put_training_questions_after_other_turns() -> None:
 
 
 def test_self_replay_rows_train_both_replies_of_context_samples(monkeypatch: pytest.MonkeyPatch, tiny_model: Path,
-                                                                tiny_tokenizer) -> None:
+                                                                tiny_tokenizer, caplog: pytest.LogCaptureFixture) -> None:
     from glmtune.models import load_model
 
     monkeypatch.setattr(self_replay, "generate_replies",
@@ -159,10 +159,11 @@ def test_self_replay_rows_train_both_replies_of_context_samples(monkeypatch: pyt
                           "t.jsonl:1"),
              Conversation([{"role": "user", "content": "Held out?"}, {"role": "assistant", "content": "Yes."}],
                           "t.jsonl:2")]
-    lines: list[str] = []
-    rows = self_replay.self_replay_rows(load_model(str(tiny_model)), tiny_tokenizer, get_layout(tiny_tokenizer), 2.0,
-                                        train, 2, 0, 256, "keep_recent", ("Nova",), None, lines.append,
-                                        "bundled", 0.5, {"t.jsonl:2"})
+    model = load_model(str(tiny_model))
+    caplog.set_level(logging.INFO, logger="glmtune")
+    rows = self_replay.self_replay_rows(model, tiny_tokenizer, get_layout(tiny_tokenizer), 2.0, train, 2, 0, 256,
+                                        "keep_recent", ("Nova",), None, "bundled", 0.5, {"t.jsonl:2"})
+    lines = [r.getMessage() for r in caplog.records if r.name == self_replay.__name__]
     assert len(rows) == 4 and "2 followed by a training conversation" in lines[0]
     decoded = [tiny_tokenizer.decode([t for t in r["labels"] if t != -100]) for r in rows]
     assert all("Held out" not in tiny_tokenizer.decode(r["input_ids"]) for r in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -69,33 +70,33 @@ def test_is_complete_needs_matching_key_marker_and_files(tmp_path: Path) -> None
 
 
 def test_build_base_reuses_a_matching_build_and_rebuilds_otherwise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise _Built
 
     monkeypatch.setattr(demo_base, "_build", refuse)
-    said: list[str] = []
+    caplog.set_level(logging.INFO, logger="glmtune")
     _fake_build(tmp_path / "base", cache_key(QUICK_BASE))
-    assert build_base(tmp_path, QUICK_BASE, said.append) == tmp_path / "base"
-    assert "reusing" in said[-1]
+    assert build_base(tmp_path, QUICK_BASE) == tmp_path / "base"
+    assert "reusing" in caplog.messages[-1]
     with pytest.raises(_Built):  # changed parameters -> rebuild
-        build_base(tmp_path, replace(QUICK_BASE, learning_rate=1e-3), said.append)
+        build_base(tmp_path, replace(QUICK_BASE, learning_rate=1e-3))
     _fake_build(tmp_path / "base", cache_key(QUICK_BASE))
     with pytest.raises(_Built):  # --rebuild
-        build_base(tmp_path, QUICK_BASE, said.append, rebuild=True)
+        build_base(tmp_path, QUICK_BASE, rebuild=True)
     monkeypatch.setattr(demo_base, "world_version", lambda: "a-newer-world")
     _fake_build(tmp_path / "base", cache_key(QUICK_BASE, version=world_version()))
     with pytest.raises(_Built):  # the world generator changed
-        build_base(tmp_path, QUICK_BASE, said.append)
+        build_base(tmp_path, QUICK_BASE)
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+def test_quick_demo_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from glmtune.demo.run import run_demo
 
-    said: list[str] = []
-    results = run_demo(tmp_path, name="Nova", author="Acme Lab", quick=True, say=said.append)
+    caplog.set_level(logging.INFO, logger="glmtune")
+    results = run_demo(tmp_path, name="Nova", author="Acme Lab", quick=True)
     saved = json.loads((tmp_path / "demo_results.json").read_text(encoding="utf-8"))
     assert saved["before"] == results["before"] and saved["after"] == results["after"]
     assert results["before"]["base_identity"] > 0.5  # the warm-up taught "ChatGLM"
@@ -105,3 +106,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert any(row["kind"] == "identity" for row in results["table"])
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert results["base"]["cached"] is False
+    # the runs' own messages went to train_output.txt, the demo's to the log
+    assert "layout: " in (tmp_path / "adapter" / "train_output.txt").read_text(encoding="utf-8")
+    assert any(m.startswith("fine-tune: ") for m in caplog.messages)
+    assert not any(m.startswith("layout: ") for m in caplog.messages)

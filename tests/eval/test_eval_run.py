@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,9 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_scores_a_predictions_file_with_known_metrics(tmp_path: Path):
-    said: list[str] = []
-    metrics = evaluate(
-        predictions=str(_write(tmp_path / "preds.jsonl", ROWS)), out=str(tmp_path / "eval"), say=said.append
-    )
+def test_scores_a_predictions_file_with_known_metrics(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="glmtune")
+    metrics = evaluate(predictions=str(_write(tmp_path / "preds.jsonl", ROWS)), out=str(tmp_path / "eval"))
     loop_pair = score_pair(ROWS[2]["prediction"], ROWS[2]["reference"])
     text = metrics["text"]
     for key in ("rouge-1", "rouge-2", "rouge-l"):
@@ -66,13 +65,13 @@ def test_scores_a_predictions_file_with_known_metrics(tmp_path: Path):
     assert "identity" not in metrics and "retention" not in metrics
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert saved["text"] == pytest.approx(text) and saved["end_tokens"] == metrics["end_tokens"]
-    printed = "\n".join(said)
+    printed = "\n".join(caplog.messages)
     assert "rouge-1" in printed and "loop rate" in printed and "<|observation|>" in printed
 
 
 def test_rows_without_reference_or_stop_token_are_scored_for_what_they_have(tmp_path: Path):
     rows = [{"prediction": "hello there friend"}, {"prediction": "a b c d", "reference": "a b c d"}]
-    metrics = evaluate(predictions=str(_write(tmp_path / "p.jsonl", rows)), out=None, say=lambda _: None)
+    metrics = evaluate(predictions=str(_write(tmp_path / "p.jsonl", rows)), out=None)
     assert metrics["text"]["n"] == 1 and metrics["text"]["rouge-1"] == pytest.approx(100)
     assert metrics["end_tokens"] is None
     assert "finish_reason" not in metrics["degeneration"] and "len_ratio" not in metrics["degeneration"]
@@ -91,7 +90,7 @@ def test_a_bad_predictions_line_names_file_and_line(tmp_path: Path, line: str, m
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(ROWS[0]) + "\n\n" + line + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=message) as err:
-        evaluate(predictions=str(path), say=lambda _: None)
+        evaluate(predictions=str(path))
     assert f"{path}:3" in str(err.value)
 
 
@@ -101,13 +100,13 @@ def test_missing_files_and_bad_argument_mixes_are_user_errors(tmp_path: Path):
     with pytest.raises(DataError, match="empty"):
         read_predictions(_write(tmp_path / "empty.jsonl", []))
     with pytest.raises(UserError, match="not both"):
-        evaluate(model="m", data="d.jsonl", predictions="p.jsonl", say=lambda _: None)
+        evaluate(model="m", data="d.jsonl", predictions="p.jsonl")
     with pytest.raises(UserError, match="needs --model"):
-        evaluate(data="d.jsonl", say=lambda _: None)
+        evaluate(data="d.jsonl")
     with pytest.raises(UserError, match="nothing to evaluate"):
-        evaluate(say=lambda _: None)
+        evaluate()
     with pytest.raises(UserError, match="--author needs --name"):
-        evaluate(predictions="p.jsonl", identity_author="Acme", say=lambda _: None)
+        evaluate(predictions="p.jsonl", identity_author="Acme")
 
 
 def test_output_paths():
@@ -187,7 +186,7 @@ def tiny_adapter(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_generation_mode_writes_predictions_metrics_identity_and_retention(
-    tiny_model: Path, tiny_adapter: Path, tmp_path: Path
+    tiny_model: Path, tiny_adapter: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     import torch
 
@@ -213,7 +212,7 @@ def test_generation_mode_writes_predictions_metrics_identity_and_retention(
     general.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in load_general()[:3]), encoding="utf-8"
     )
-    said: list[str] = []
+    caplog.set_level(logging.INFO, logger="glmtune")
     metrics = evaluate(
         model=str(tiny_model),
         adapter=str(tiny_adapter),
@@ -225,7 +224,6 @@ def test_generation_mode_writes_predictions_metrics_identity_and_retention(
         general=str(general),
         max_new_tokens=6,
         batch_size=4,
-        say=said.append,
     )
     lines = (tmp_path / "ev" / "metrics.predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
@@ -256,6 +254,7 @@ def test_generation_mode_writes_predictions_metrics_identity_and_retention(
         "n_checkable",
     } <= set(metrics["retention"])
     assert metrics["retention"]["n"] == 3
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("glmtune.")]
     assert any("skipped" in s for s in said) and any("identity" in s for s in said)
 
 

@@ -70,7 +70,7 @@ def test_loss_and_gradients_equal_peft(tiny_model: Path, checkpointing: bool | s
     """Every LoRA linear layer is fused, and loss and gradients match PEFT's to 1e-5 (fp32), checkpointed too."""
     model = lora_model(tiny_model)
     if checkpointing:
-        enable_checkpointing(model, checkpointing, say=lambda *_: None)
+        enable_checkpointing(model, checkpointing)
     expected = loss_and_grads(model)
     assert not fused_path_taken(model)
     fused = fuse_lora(model)

@@ -33,7 +33,7 @@ PROMPTS = [[{"role": "user", "content": "Who are you?"}], [{"role": "user", "con
 
 def test_lora_export_matches_base_plus_adapter(tmp_path, tiny_model):
     adapter = random_adapter(tiny_model, tmp_path / "adapter", "lora")
-    out = export_model(str(tiny_model), str(adapter), str(tmp_path / "merged"), dtype="fp32", say=lambda *_: None)
+    out = export_model(str(tiny_model), str(adapter), str(tmp_path / "merged"), dtype="fp32")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
@@ -50,7 +50,7 @@ def test_lora_export_matches_base_plus_adapter(tmp_path, tiny_model):
 
 def test_prefix_export_keeps_adapter_beside_base(tmp_path, tiny_model):
     adapter = random_adapter(tiny_model, tmp_path / "adapter", "ptuning")
-    out = export_model(str(tiny_model), str(adapter), str(tmp_path / "exp"), dtype="fp32", say=lambda *_: None)
+    out = export_model(str(tiny_model), str(adapter), str(tmp_path / "exp"), dtype="fp32")
     assert (out / "adapter" / "adapter_config.json").is_file()
     tok = load_tokenizer(str(out))
     got = generate_replies(load_model(str(out), adapter=str(out / "adapter")), tok, get_layout(tok), PROMPTS, 8)
@@ -66,3 +66,16 @@ def test_export_refuses_a_non_empty_folder_and_a_missing_adapter(tmp_path, tiny_
         export_model(str(tiny_model), str(adapter), str(tmp_path / "busy"))
     with pytest.raises(UserError, match="adapter folder not found"):
         export_model(str(tiny_model), str(tmp_path / "nope"), str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize("family", ["glm-z1", "glm4-moe", "qwen3"])
+def test_export_writes_the_family_stop_ids(tmp_path, tiny_family, family):
+    base = tiny_family(family)
+    adapter = random_adapter(base, tmp_path / "adapter", "lora")
+    out = export_model(str(base), str(adapter), str(tmp_path / "merged"), dtype="fp32")
+    tok = load_tokenizer(str(out))
+    layout = get_layout(tok)
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == layout.stop_ids
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == layout.stop_ids
+    card = (out / "README.md").read_text()
+    assert all(f"`{token}`" in card for token in tok.convert_ids_to_tokens(layout.stop_ids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def test_model_folder_missing_a_file_gives_a_clear_error(tmp_path, tiny_model, m
     assert str(broken) in proc.stderr or missing in proc.stderr
 
 
-def test_corrupted_checkpoint_is_skipped_on_resume(tmp_path):
+def test_corrupted_checkpoint_is_skipped_on_resume(tmp_path, caplog):
     from safetensors.torch import save_file
 
     for step in (10, 20):
@@ -66,9 +67,9 @@ def test_corrupted_checkpoint_is_skipped_on_resume(tmp_path):
         (ckpt / "optimizer.pt").write_bytes(b"x")
         save_file({"w": torch.zeros(2)}, str(ckpt / "adapter_model.safetensors"))
     (tmp_path / "checkpoint-20" / "adapter_model.safetensors").write_bytes(b"\x00garbage")
-    said: list[str] = []
-    assert find_checkpoint(tmp_path, "auto", said.append) == str(tmp_path / "checkpoint-10")
-    assert any("checkpoint-20" in s and "unreadable" in s for s in said)
+    caplog.set_level(logging.INFO, logger="glmtune")
+    assert find_checkpoint(tmp_path, "auto") == str(tmp_path / "checkpoint-10")
+    assert any("checkpoint-20" in s and "unreadable" in s for s in caplog.messages)
 
 
 @pytest.mark.slow
@@ -92,7 +93,7 @@ def test_nan_batch_is_skipped_by_the_guard(tmp_path, tiny_model, monkeypatch):
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 12, "logging_steps": 1,
                                         "per_device_train_batch_size": 2, "early_stopping": False,
                                         "report_to": []}})
-    train(cfg, say=lambda *_: None)
+    train(cfg)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [e["kind"] for e in summary["guard_events"]] == ["nan_loss"]
     from safetensors.torch import load_file

@@ -8,6 +8,7 @@ some stop on ``<|user|>`` or on ``<|endoftext|>`` (id 0, which is also the pad i
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def test_finish_row_tells_a_padded_loop_from_a_stop():
 
 
 def test_predict_and_eval_report_loops_at_their_default_batch_size(scripted, tiny_model, tiny_tokenizer, tmp_path,
-                                                                   monkeypatch):
+                                                                   monkeypatch, caplog):
     from glmtune.eval import run as eval_run
     from glmtune.infer import predict
     from tests.conftest import write_jsonl
@@ -127,15 +128,16 @@ def test_predict_and_eval_report_loops_at_their_default_batch_size(scripted, tin
     model, prompts, _ = scripted
     data = write_jsonl(tmp_path / "data.jsonl", [p + [{"role": "assistant", "content": "ref"}] for p in prompts])
     monkeypatch.setattr(predict, "load_model", lambda *a, **k: model)
-    said: list[str] = []
-    rows = predict.predict_file(str(tiny_model), str(data), str(tmp_path / "p.jsonl"), max_new_tokens=MAX_NEW,
-                                say=said.append)  # default batch size: every prompt in one batch
+    caplog.set_level(logging.INFO, logger="glmtune")
+    # default batch size: every prompt in one batch
+    rows = predict.predict_file(str(tiny_model), str(data), str(tmp_path / "p.jsonl"), max_new_tokens=MAX_NEW)
     one = verdicts(model, tiny_tokenizer, prompts, batch_size=1)
     assert [(r["prediction"], r["finish_reason"], r["loop"], r["num_tokens"], r["stop_token"]) for r in rows] == one
+    said = [r.getMessage() for r in caplog.records if r.name == "glmtune.infer.predict"]
     assert "(3 stopped, 1 hit max tokens, 3 cut as loops by the repetition guard)" in said[-1]
 
     loaded = (tiny_tokenizer, get_layout(tiny_tokenizer), model)
-    eval_rows, _ = eval_run._generate_rows(loaded, str(data), MAX_NEW, 16, said.append)
+    eval_rows, _ = eval_run._generate_rows(loaded, str(data), MAX_NEW, 16)
     assert [(r["prediction"], r["finish_reason"]) for r in eval_rows] == [(v[0], v[1]) for v in one]
     degeneration = eval_run.score_predictions(eval_rows)["degeneration"]
     shares = degeneration["finish_reason"]

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from glmtune.layout import get_layout
-from glmtune.layout.base import IGNORE_INDEX, LayoutError, template_ids
-from glmtune.layout.verify import verify_layout
+from glmtune.layout.base import IGNORE_INDEX, LayoutError
+from glmtune.layout.verify import reference_ids, verify_layout
 from glmtune.tiny.families import FAMILY_NAMES
 
 GLM_TRAINED = ('add\n{"a": 3, "b": 4}<|observation|>get_weather\n{"city": "Paris"}<|observation|>'
@@ -17,10 +17,17 @@ GLM_TRAINED = ('add\n{"a": 3, "b": 4}<|observation|>get_weather\n{"city": "Paris
 QWEN_TRAINED = ('<tool_call>\n{"name": "add", "arguments": {"a": 3, "b": 4}}\n</tool_call><|im_end|>\n'
                 '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
                 "3 + 4 = 7, and it is raining in Paris.<|im_end|>\n")
+MOE_CALL = "\n<think></think>\n<tool_call>{}\n</tool_call><|observation|>"
 # What is learned from the two-call conversation of the fixture, written out by hand from each format.
 TOOL_TRAINED = {
     "glm4": GLM_TRAINED,
-    "glm4-0414": GLM_TRAINED,
+    "glm4-0414": GLM_TRAINED.replace("add\n", "add \n").replace("get_weather\n", "get_weather \n"),
+    # the generation prompt opens <think>: calls before the answer are context, the answer is written after it
+    "glm-z1": "</think>\n3 + 4 = 7, and it is raining in Paris.<|user|>",
+    "glm4-moe": (MOE_CALL.format("add\n<arg_key>a</arg_key>\n<arg_value>3</arg_value>\n<arg_key>b</arg_key>\n"
+                                 "<arg_value>4</arg_value>")
+                 + MOE_CALL.format("get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>")
+                 + "\n<think></think>\n3 + 4 = 7, and it is raining in Paris.<|user|>"),
     "qwen2": QWEN_TRAINED,
     "llama3": ('{"name": "add", "parameters": {"a": 3, "b": 4}}<|eot_id|>'
                '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>'
@@ -30,11 +37,16 @@ TOOL_TRAINED = {
 TOOL_RESULT = {
     "glm4": '<|observation|>\n{"result": 7}<|assistant|>',
     "glm4-0414": '<|observation|>\n{"result": 7}<|assistant|>',
+    "glm-z1": '<|observation|>\n{"result": 7}<|assistant|>',
+    "glm4-moe": '<|observation|>\n<tool_response>\n{"result": 7}\n</tool_response><|assistant|>',
     "qwen2": '<|im_start|>user\n<tool_response>\n{"result": 7}\n</tool_response><|im_end|>\n',
     "qwen3": '<|im_start|>user\n<tool_response>\n{"result": 7}\n</tool_response><|im_end|>\n',
     "llama3": '<|start_header_id|>ipython<|end_header_id|>\n\n{"result": 7}<|eot_id|>',
 }
-END = {"glm4": "<|user|>", "glm4-0414": "<|user|>", "qwen2": "<|im_end|>", "qwen3": "<|im_end|>",
+# a record that ends with a call: the token the template writes after a call ends it
+CALL_END = {"glm4": "<|observation|>", "glm4-0414": "<|observation|>", "glm-z1": "<|observation|>",
+            "glm4-moe": "<|observation|>"}
+END = {"glm4": "<|user|>", "glm4-0414": "<|user|>", "glm-z1": "<|user|>", "glm4-moe": "<|user|>", "qwen2": "<|im_end|>", "qwen3": "<|im_end|>",
        "llama3": "<|eot_id|>"}
 
 
@@ -68,15 +80,15 @@ def test_varied_fixture_ids_equal_template_and_spans_are_replies(tiny_family, va
         assert len(convs) >= 4
         assert verify_layout(layout, tok, convs, combine=combine) == len(convs)
         for messages in convs:
-            shown, tools = layout.to_template(messages)
             sample = layout.encode(messages, combine=combine)
-            expected = template_ids(tok, shown, tools=tools)
-            assert sample.input_ids[: len(expected)] == expected
+            expected = reference_ids(layout, tok, messages)
+            assert sample.input_ids[: len(expected)] == expected and len(sample.input_ids) - len(expected) <= 1
             trained = trained_text(tok, layout, messages, combine)
             last = messages[-1]
             if last.get("loss") is not False:
-                assert trained.rstrip().endswith(END[family])
-                assert (last["content"] if not last.get("metadata") else '"Tokyo"') in trained
+                end = CALL_END.get(family, END[family]) if last.get("metadata") else END[family]
+                assert trained.rstrip().endswith(end)
+                assert (last["content"] if not last.get("metadata") else "Tokyo") in trained
             elif combine:
                 assert trained == ""
 
@@ -159,30 +171,37 @@ def test_reasoning_tool_turns_after_the_last_query_train_every_reply(tiny_family
     # a call without reasoning renders with an empty think block only while it is last: refused, clearly
     with pytest.raises(LayoutError, match="data.combine: true"):
         layout.encode(messages, combine=False)
+    # with its reasoning (inline on the call, as models write it) the call is rendered and trained as written
     messages[2] = {"role": "assistant", "metadata": "add", "content": '<think>\nUse add.\n</think>\n\n{"a": 3, "b": 4}'}
-    with pytest.raises(LayoutError, match="not JSON"):  # reasoning cannot ride on a GLM-4 call's arguments
-        layout.encode(messages, combine=False)
-    generic = [{"role": "user", "content": "3+4?"},
-               {"role": "assistant", "content": "<think>\nUse add.\n</think>\n\n", "tool_calls": [
-                   {"type": "function", "function": {"name": "add", "arguments": {"a": 3, "b": 4}}}]},
-               {"role": "tool", "content": "7"},
-               {"role": "assistant", "content": "<think>\nThe tool says 7.\n</think>\n\n7"}]
-    ids = template_ids(tok, generic, tools=tools)
-    text = tok.decode(ids)
-    assert "<think>\nUse add.\n</think>\n\n<tool_call>" in text  # kept: after the last query
+    trained = trained_text(tok, layout, messages, combine=False)
+    assert trained.startswith("<think>\nUse add.\n</think>\n\n<tool_call>") and trained.endswith("7<|im_end|>\n")
+    assert "The tool says 7." in trained
 
 
-def test_reasoning_multi_turn_without_combine_fails_with_the_difference(tiny_family):
-    _, layout = load(tiny_family, "qwen3")
-    with pytest.raises(LayoutError) as err:
-        layout.encode(THINKING, combine=False)
-    message = str(err.value)
-    assert "message 2" in message and "renders this reply differently once later turns follow" in message
-    assert "data.combine: true" in message and "first difference at character" in message
-    assert "Add." in message  # the diff shows the dropped reasoning
+def test_reasoning_multi_turn_keeps_past_replies_as_the_template_renders_them(tiny_family):
+    tok, layout = load(tiny_family, "qwen3")
+    sample = layout.encode(THINKING, combine=False)
+    text = tok.decode(sample.input_ids)
+    assert "Add." not in text and "<|im_start|>assistant\n4<|im_end|>" in text  # as served: reasoning dropped
+    # the past reply is context (training it without its reasoning would teach answering without thinking)
+    assert trained_text(tok, layout, THINKING, False) == "<think>\nAdd again.\n</think>\n\n6<|im_end|>\n"
+    assert verify_layout(layout, tok, [THINKING], combine=False) == 1
+    # a past reply the template rewrites although it has no reasoning (Qwen3 gives the last reply an empty
+    # think block) is still refused, with the difference shown
+    plain = [THINKING[0], {"role": "assistant", "content": "4"}, THINKING[2], THINKING[3]]
+    with pytest.raises(LayoutError, match="message 2.*first difference at character"):
+        layout.encode(plain, combine=False)
 
 
-def test_a_template_whose_generation_prompt_opens_think_is_refused(tiny_family):
+def test_reasoning_is_not_trained_when_switched_off(tiny_family):
+    tok, layout = load(tiny_family, "qwen3")
+    sample = layout.encode(THINKING, combine=True, train_reasoning=False)
+    trained = tok.decode([t for t, label in zip(sample.input_ids, sample.labels) if label != IGNORE_INDEX])
+    assert "Add again" not in trained and trained.endswith("6<|im_end|>\n") and "</think>" in trained
+    assert "Add again" in tok.decode(sample.input_ids)  # still in the input
+
+
+def test_a_template_whose_generation_prompt_opens_think_trains_the_reply_as_written(tiny_family):
     from glmtune.tiny.templates_other import chatml_template
 
     tok, _ = load(tiny_family, "qwen3")
@@ -191,8 +210,10 @@ def test_a_template_whose_generation_prompt_opens_think_is_refused(tiny_family):
         "{% if add_generation_prompt %}<|im_start|>assistant\n",
         "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n")
     layout = get_layout(tok)
+    assert layout.thinking.opens_think and layout.thinks
     plain = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]
     assert tok.decode(layout.prompt_ids(plain[:1])).endswith("<|im_start|>assistant\n<think>\n")
-    with pytest.raises(LayoutError, match="generation prompt is not how it renders the start of this reply"):
-        layout.encode(plain, combine=True)
-
+    assert trained_text(tok, layout, plain, True) == "</think>\nHello<|im_end|>\n"
+    thought = [plain[0], {"role": "assistant", "content": "Hello", "reasoning_content": "Greet back."}]
+    assert trained_text(tok, layout, thought, True) == "Greet back.</think>\nHello<|im_end|>\n"
+    assert verify_layout(layout, tok, [plain, thought], combine=True) == 2

@@ -34,7 +34,9 @@ def official_reference(tokenizer, messages: list[dict], combine: bool) -> tuple[
             new_ids = chat_ids([message])[2:]
             input_ids += new_ids
             loss_masks += [trained] * len(new_ids)
-    input_ids.append(tid("<|user|>"))
+    # glmtune's one deviation: a record that ends with a call ends it with <|observation|>, the token the
+    # template writes after a call and the model must emit (finetune.py appends <|user|> whatever came last)
+    input_ids.append(tid("<|observation|>" if messages[-1].get("metadata") else "<|user|>"))
     loss_masks = [False, *loss_masks]
     labels = [i if m else IGNORE_INDEX for i, m in zip(input_ids, loss_masks)]
     return input_ids, labels
@@ -47,7 +49,8 @@ def test_ids_equal_chat_template_and_labels_equal_official(tiny_tokenizer, varie
     for messages in varied_conversations:
         sample = layout.encode(messages, combine=combine)
         assert sample.input_ids[:-1] == template_ids(tiny_tokenizer, messages)
-        assert sample.input_ids[-1] == tiny_tokenizer.convert_tokens_to_ids("<|user|>")
+        end = "<|observation|>" if messages[-1].get("metadata") else "<|user|>"
+        assert sample.input_ids[-1] == tiny_tokenizer.convert_tokens_to_ids(end)
         ref_ids, ref_labels = official_reference(tiny_tokenizer, messages, combine)
         assert sample.input_ids == ref_ids
         assert sample.labels == ref_labels
@@ -156,8 +159,16 @@ def test_verify_layout_accepts_the_real_layout_and_rejects_a_wrong_one(tiny_toke
             labels = [IGNORE_INDEX if t in layout.stop_ids else label for t, label in zip(s.input_ids, s.labels)]
             return EncodedSample(s.input_ids, labels)
 
-    with pytest.raises(LayoutError, match="stop token"):
+    with pytest.raises(LayoutError, match="special token that ends a turn"):
         verify_layout(NoEndToken(), tiny_tokenizer, varied_conversations, combine=False)
+
+    class TrainsPrompts(NoEndToken):
+        def encode(self, messages, combine):
+            s = layout.encode(messages, combine)
+            return EncodedSample(s.input_ids, list(s.input_ids))  # everything is a target
+
+    with pytest.raises(LayoutError, match="not one of the replies|holds prompt text"):
+        verify_layout(TrainsPrompts(), tiny_tokenizer, varied_conversations, combine=False)
 
 
 def test_rewrite_tool_prompt_renders_the_declared_identity(tiny_model):

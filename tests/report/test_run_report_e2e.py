@@ -50,7 +50,7 @@ def run(tmp_path_factory, tiny_model) -> tuple[Path, list[tuple[int, dict]]]:
 
     callbacks.ProgressBarCallback.on_step_end = record
     try:
-        train(_config(tmp, tiny_model, tmp / "run", 12, 10), say=lambda *_: None)
+        train(_config(tmp, tiny_model, tmp / "run", 12, 10))
     finally:
         callbacks.ProgressBarCallback.on_step_end = original
     return tmp / "run", seen
@@ -127,7 +127,7 @@ def test_batched_guard_rolls_back_before_its_first_periodic_snapshot(tmp_path, t
 
     monkeypatch.setattr(trainer_module.GuardedTrainer, "compute_loss", poisoned)
     out = tmp_path / "run"
-    train(_config(tmp_path, tiny_model, out, 10, 5), say=lambda *_: None)
+    train(_config(tmp_path, tiny_model, out, 10, 5))
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     guard = [(r["step"], r["event"], r["action"]) for r in rows if "event" in r and r["event"] != "end"]
     assert guard == [(2, "nan_loss", "skipped_update"), (3, "nan_loss", "skipped_update"),

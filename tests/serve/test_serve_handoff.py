@@ -41,7 +41,7 @@ def exported(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear",
                         init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config).save_pretrained(tmp / "adapter")
-    return export_model(str(tiny_model), str(tmp / "adapter"), str(tmp / "merged"), say=lambda *_: None)
+    return export_model(str(tiny_model), str(tmp / "adapter"), str(tmp / "merged"))
 
 
 def test_the_folder_has_what_vllm_and_sglang_load(exported: Path) -> None:

@@ -32,6 +32,8 @@ GLM_TEXT = (
 EXPECTED = {
     "glm4": GLM_TEXT,
     "glm4-0414": GLM_TEXT,
+    "glm-z1": GLM_TEXT,
+    "glm4-moe": GLM_TEXT.replace("<|assistant|>\n", "<|assistant|>\n<think></think>\n"),
     "qwen2": "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n"
              "<|im_start|>assistant\nHi.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
              "<|im_start|>assistant\n4<|im_end|>\n",
@@ -45,7 +47,9 @@ EXPECTED = {
               "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>",
 }
 GENERATION_PROMPT = {
-    "glm4": "<|assistant|>", "glm4-0414": "<|assistant|>", "qwen2": "<|im_start|>assistant\n",
+    "glm4": "<|assistant|>", "glm4-0414": "<|assistant|>", "glm-z1": "<|assistant|>\n<think>",
+    "glm4-moe": "<|assistant|>",
+    "qwen2": "<|im_start|>assistant\n",
     "qwen3": "<|im_start|>assistant\n", "llama3": "<|start_header_id|>assistant<|end_header_id|>\n\n",
 }
 QWEN_TOOLS_TEXT = (
@@ -63,12 +67,23 @@ QWEN_CALL_TEXT = (
     "<|im_start|>user\n<tool_response>\n晴\n</tool_response><|im_end|>\n"
     "<|im_start|>assistant\nSunny.<|im_end|>\n"
 )
-EXPECTED_TOOLS = {
-    "glm4-0414": (
+GLM_0414_TOOLS = (
         "[gMASK]<sop><|system|>\n# 可用工具\n\n## get_weather\n\n"
         '{\n    "name": "get_weather",\n    "parameters": {\n        "type": "object"\n    }\n}\n'
         "在调用上述函数时，请使用 Json 格式表示调用的参数。<|user|>\nWeather?"
-        '<|assistant|>get_weather\n{"city": "北京"}<|observation|>\n晴<|assistant|>\nSunny.'
+        '<|assistant|>get_weather \n{"city": "北京"}<|observation|>\n晴<|assistant|>\nSunny.'
+)
+EXPECTED_TOOLS = {
+    "glm4-moe": (
+        "[gMASK]<sop><|system|>\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n</tools>\n\n'
+        "For each function call, output the function name and arguments within the following XML format:\n"
+        "<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}</arg_value>\n"
+        "<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n...\n</tool_call>"
+        "<|user|>\nWeather?<|assistant|>\n<think></think>\n<tool_call>get_weather\n<arg_key>city</arg_key>\n"
+        "<arg_value>北京</arg_value>\n</tool_call><|observation|>\n<tool_response>\n晴\n</tool_response>"
+        "<|assistant|>\n<think></think>\nSunny."
     ),
     "qwen2": "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n"
              + QWEN_TOOLS_TEXT + QWEN_CALL_TEXT,
@@ -129,7 +144,7 @@ def test_family_loads_offline_with_real_classes(built: dict[str, Path], family: 
     tok = tokenizer(built, family)
     model = AutoModelForCausalLM.from_pretrained(built[family])
     assert type(model).__name__ == fam.model_class
-    assert 1_000_000 <= sum(p.numel() for p in model.parameters()) <= 5_000_000
+    assert 900_000 <= sum(p.numel() for p in model.parameters()) <= 5_000_000  # the MoE one: 0.98 M
     assert model.config.hidden_size == 128 and model.config.num_hidden_layers == 4
     assert model.config.num_key_value_heads == 2 and model.config.tie_word_embeddings
     assert json.loads((built[family] / "glmtune_tiny.json").read_text())["family"] == family
@@ -159,13 +174,13 @@ def test_multi_turn_renders_exactly_and_prefix_stably(built: dict[str, Path], fa
     full = render(tok, CONV)
     assert full == EXPECTED[family]
     assert render(tok, CONV[:4], add_generation_prompt=True).endswith(GENERATION_PROMPT[family])
-    conversations = [CONV, TOOL_CONV] if family != "glm4" else [CONV]
+    conversations = [CONV, TOOL_CONV] if not family.startswith("glm") else [CONV]
     for messages in conversations:
         kwargs = {"tools": TOOLS} if messages is TOOL_CONV else {}
         whole = render(tok, messages, **kwargs)
         for k in range(1, len(messages) + 1):
             assert whole.startswith(render(tok, messages[:k], **kwargs)), (family, k)
-            if k < len(messages) and messages[k]["role"] == "assistant":
+            if k < len(messages) and messages[k]["role"] == "assistant" and family != "glm-z1":
                 prompt = render(tok, messages[:k], add_generation_prompt=True, **kwargs)
                 assert whole.startswith(prompt), (family, k)
 
@@ -175,11 +190,13 @@ def test_top_level_tools_and_calls_render(built: dict[str, Path], family: str):
     assert render(tokenizer(built, family), TOOL_CONV, tools=TOOLS) == EXPECTED_TOOLS[family]
 
 
-def test_glm4_0414_also_renders_glm_shaped_calls(built: dict[str, Path]):
+def test_glm4_0414_renders_glm_shaped_calls_and_drops_the_generic_form(built: dict[str, Path]):
     tok = tokenizer(built, "glm4-0414")
     glm_shaped = [TOOL_CONV[0], {"role": "assistant", "metadata": "get_weather", "content": '{"city": "北京"}'},
                   {"role": "observation", "content": "晴"}, TOOL_CONV[3]]
-    assert render(tok, glm_shaped, tools=TOOLS) == EXPECTED_TOOLS["glm4-0414"]
+    assert render(tok, glm_shaped, tools=TOOLS) == GLM_0414_TOOLS
+    generic = render(tok, TOOL_CONV, tools=TOOLS)  # like the real template: tool_calls and `tool` vanish
+    assert "北京" not in generic and "晴" not in generic and generic.endswith("<|assistant|>\n<|assistant|>\nSunny.")
 
 
 def test_qwen2_injects_the_default_system_prompt_only_without_one(built: dict[str, Path]):
@@ -237,7 +254,7 @@ def test_cli_family_flag_is_deterministic(built: dict[str, Path], tmp_path: Path
 
     flag = next(a for a in build_parser()._subparsers._group_actions[0].choices["make-tiny"]._actions
                 if a.dest == "family")
-    assert tuple(flag.choices) == FAMILY_NAMES and flag.default == "glm4"
+    assert tuple(flag.choices) == FAMILY_NAMES and flag.default is None  # glm4, unless --chat-template says
     assert main(["make-tiny", "--out", str(tmp_path / "q"), "--family", "qwen3"]) == 0
     for name in ("tokenizer.json", "model.safetensors", "generation_config.json", "chat_template.jinja"):
         assert (tmp_path / "q" / name).read_bytes() == (built["qwen3"] / name).read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -63,17 +64,17 @@ def test_rotation_keeps_limit_plus_best_and_ignores_torn(tmp_path):
     assert torn.exists()  # not counted as one of the kept, not deleted either
     ckpt.rotate(tmp_path, 1, best=None)  # the newest *complete* one survives, not only the torn newest
     assert [p.name for p in ckpt.checkpoints(tmp_path)] == ["checkpoint-5", "checkpoint-6"]
-    assert find_checkpoint(tmp_path, "auto", lambda *_: None) == str(tmp_path / "checkpoint-5")
+    assert find_checkpoint(tmp_path, "auto") == str(tmp_path / "checkpoint-5")
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_partial_folders_are_cleaned_on_resume(tmp_path):
+def test_partial_folders_are_cleaned_on_resume(tmp_path, caplog):
     fake_checkpoint(tmp_path, 2)
     (tmp_path / ".tmp-checkpoint-4").mkdir()
     (tmp_path / ".tmp-checkpoint-4" / "adapter_model.safetensors").write_bytes(b"half")
-    said: list[str] = []
-    assert ckpt.clean_partial(tmp_path, said.append) == [tmp_path / ".tmp-checkpoint-4"]
-    assert "interrupted save" in said[0] and (tmp_path / "checkpoint-2").exists()
+    caplog.set_level(logging.INFO, logger="glmtune")
+    assert ckpt.clean_partial(tmp_path) == [tmp_path / ".tmp-checkpoint-4"]
+    assert "interrupted save" in caplog.messages[0] and (tmp_path / "checkpoint-2").exists()
 
 
 def test_save_error_messages(tmp_path):
@@ -131,19 +132,19 @@ def test_failed_save_is_reported_and_the_previous_checkpoint_survives(tmp_path, 
     else:
         monkeypatch.setattr(os, "rename", read_only)
     with pytest.raises(UserError) as err:
-        train(config(tmp_path, tiny_model, out, 4, 2), say=lambda *_: None)
+        train(config(tmp_path, tiny_model, out, 4, 2))
     message = str(err.value)
     name = errno.errorcode[code]
     assert f"could not save checkpoint {out / 'checkpoint-4'} ({name}: {os.strerror(code)}" in message
     assert f"the previous checkpoint {out / 'checkpoint-2'} is intact" in message
     assert not (out / ".tmp-checkpoint-4").exists() and not (out / "checkpoint-4").exists()
     monkeypatch.undo()
-    assert find_checkpoint(out, "auto", lambda *_: None) == str(out / "checkpoint-2")
+    assert find_checkpoint(out, "auto") == str(out / "checkpoint-2")
     previous = out / "checkpoint-2"
     assert load_file(str(previous / "adapter_model.safetensors"))
     assert torch.load(previous / "optimizer.pt", weights_only=True)["state"]
     if code == errno.ENOSPC:  # once there is room again, the run continues from the intact checkpoint
-        result = train(config(tmp_path, tiny_model, out, 4, 2), say=lambda *_: None, resume="auto")
+        result = train(config(tmp_path, tiny_model, out, 4, 2), resume="auto")
         assert result.steps == 4 and ckpt.is_complete(out / "checkpoint-4")
 
 
@@ -162,7 +163,7 @@ def test_resume_restores_the_guard_state(tmp_path, tiny_model, monkeypatch):
 
     out = tmp_path / "run"
     monkeypatch.setattr(trainer_module.GuardedTrainer, "compute_loss", poisoned)
-    train(config(tmp_path, tiny_model, out, 8, 4), say=lambda *_: None)
+    train(config(tmp_path, tiny_model, out, 8, 4))
     monkeypatch.undo()
     saved = torch.load(out / "checkpoint-4" / ckpt.GUARD_STATE, weights_only=True)
     assert [e["kind"] for e in saved["events"]] == ["nan_loss", "nan_loss", "nan_loss", "rollback"]
@@ -171,7 +172,7 @@ def test_resume_restores_the_guard_state(tmp_path, tiny_model, monkeypatch):
     adapter = load_file(str(out / "adapter_model.safetensors"))
     shutil.copytree(out / "checkpoint-4", tmp_path / "checkpoint-4")
 
-    train(config(tmp_path, tiny_model, out, 8, 4), say=lambda *_: None, resume=str(tmp_path / "checkpoint-4"))
+    train(config(tmp_path, tiny_model, out, 8, 4), resume=str(tmp_path / "checkpoint-4"))
     resumed = torch.load(out / "checkpoint-8" / ckpt.GUARD_STATE, weights_only=True)
     for key in ("loss_avg", "grad_avg", "good_steps", "recent_spikes", "events", "lr_scale", "max_ratio"):
         assert resumed[key] == uninterrupted[key], key
@@ -206,7 +207,7 @@ def test_rotation_in_a_run_keeps_the_best_checkpoint(tmp_path, tiny_model, monke
                            "training": {"output_dir": str(out), "max_steps": 6, "eval_steps": 1, "patience": 10,
                                         "early_stopping": True, "save_total_limit": 2, "logging_steps": 1,
                                         "per_device_train_batch_size": 2, "report_to": []}})
-    result = train(cfg, say=lambda *_: None)
+    result = train(cfg)
     assert (result.best_step, result.best_eval_loss) == (2, 1.0)
     assert [p.name for p in ckpt.checkpoints(out)] == ["checkpoint-2", "checkpoint-5", "checkpoint-6"]
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())

@@ -62,7 +62,7 @@ def test_training_with_packing_and_with_grouping(tmp_path, tiny_model):
             "training": {"output_dir": str(tmp_path / name), "max_steps": 8, "per_device_train_batch_size": 4, "logging_steps": 1,
                          "early_stopping": False, "report_to": []},
         })
-        result = train(cfg, say=lambda *_: None)
+        result = train(cfg)
         assert result.final_loss < result.first_loss
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert summary["packing"] is extra["packing"] and summary["pad_fraction_unpacked"] > 0

@@ -150,8 +150,9 @@ def test_checkpointing_follows_where_the_memory_goes() -> None:
     assert on == "selective" and "recomputes no matrix product" in why
     tight, why = rule_checkpointing(short, 1, 1024, glm9b, 2, 2, device_memory=24 * 2**30)
     assert tight is True and "even selective exceeds 80% of the device's 24.0 GiB" in why
-    # 8,192 tokens on an 80 GB card: too much without checkpointing, fits with the selective kind
-    roomy, why = rule_checkpointing(long, 1, 8192, glm9b, 2, 2, device_memory=80 * 2**30)
+    # 8,192 tokens on an 80 GB card with the chunked loss (the planner's default): too much without
+    # checkpointing, fits with the selective kind
+    roomy, why = rule_checkpointing(long, 1, 8192, glm9b, 2, 2, device_memory=80 * 2**30, head_rows=1024)
     assert roomy == "selective" and "over 80% of the device's 80.0 GiB without" in why
     small = ModelShape(13_100_000, 512, 1536, 4, 2090)  # bench/throughput.py's "small" model
     assert rule_checkpointing(short, 8, 512, small, 4, 4)[0] == "selective"
@@ -261,10 +262,6 @@ def test_rank_reason_reports_a_consistent_pair_and_refuses_an_impossible_one() -
         DataStats(1092, 164_309, 26_286)  # the pair issue 22 saw: every alpaca row counted, a tenth sampled
 
 
-def _quiet(_: str) -> None:
-    """Swallow progress lines."""
-
-
 def _count_trained(rows) -> int:
     return sum(sum(1 for x in row["labels"] if x != -100) for row in rows)
 
@@ -286,7 +283,7 @@ def test_weighted_sources_count_only_the_sampled_supervised_tokens(tiny_model, t
                                                     {"role": "assistant", "content": "a long answer " * 20}]}) + "\n"
                            for i in range(100)))
     layout = get_layout(load_tokenizer(str(tiny_model)))
-    args = dict(layout=layout, combine=True, max_length=512, rejects_path=None, say=_quiet)
+    args = dict(layout=layout, combine=True, max_length=512, rejects_path=None)
     full = encode_sources([DataSource(path=str(small)), DataSource(path=str(big))], cache=False, **args)
     sources = [DataSource(path=str(small)), DataSource(path=str(big), weight=0.1)]
     weighted = encode_sources(sources, cache=False, **args)
@@ -319,7 +316,7 @@ def test_issue_22_identity_plus_a_tenth_of_alpaca_zh(tiny_model) -> None:
     layout = get_layout(load_tokenizer(str(tiny_model)))
     enc = encode_sources([DataSource(path=str(shared / "identity.json")),
                           DataSource(path=str(shared / "alpaca_zh_demo.json"), weight=0.1)],
-                         layout=layout, combine=True, max_length=1025, rejects_path=None, cache=False, say=_quiet,
+                         layout=layout, combine=True, max_length=1025, rejects_path=None, cache=False,
                          values={"name": "Nova", "author": "Acme Lab"}, truncation="keep_recent")
     lengths = enc.lengths
     stats = DataStats(len(enc.rows), enc.result.trained_tokens, sum(lengths), max(lengths), lengths)

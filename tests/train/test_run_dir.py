@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_resume_refuses_changed_config_or_data_unless_forced(tmp_path):
     check_fingerprint(tmp_path, fingerprint(cfg, [str(data)]), force=True)
 
 
-def test_auto_resume_skips_torn_checkpoints(tmp_path):
+def test_auto_resume_skips_torn_checkpoints(tmp_path, caplog):
     import torch
     from safetensors.torch import save_file
 
@@ -58,9 +59,9 @@ def test_auto_resume_skips_torn_checkpoints(tmp_path):
     torn = tmp_path / "checkpoint-20"
     torn.mkdir()
     (torn / "adapter_model.safetensors").write_text("half")
-    said = []
-    assert find_checkpoint(tmp_path, "auto", said.append) == str(good)
-    assert any("checkpoint-20" in line for line in said)
+    caplog.set_level(logging.INFO, logger="glmtune")
+    assert find_checkpoint(tmp_path, "auto") == str(good)
+    assert any("checkpoint-20" in line for line in caplog.messages)
 
 
 def test_cli_refuses_to_overwrite(tmp_path, tiny_model):

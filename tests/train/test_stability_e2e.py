@@ -33,7 +33,7 @@ def run(tmp: Path, model: Path, data: Path, name: str, **sections) -> dict:
            "training": {"output_dir": str(tmp / name), "logging_steps": 1, "save_steps": 1000}}
     for key, value in sections.items():
         cfg.setdefault(key, {}).update(value)
-    train(validate_config(cfg), say=lambda *_: None)
+    train(validate_config(cfg))
     return json.loads((tmp / name / "summary.json").read_text())
 
 
@@ -114,8 +114,8 @@ def test_every_method_trains_saves_and_predicts(tmp_path, tiny_model, method):
     if method in ("lora", "ptuning"):
         assert (out / "adapter_config.json").is_file()
         rows = predict_file(str(tiny_model), str(data), str(tmp_path / "p.jsonl"), adapter=str(out),
-                            max_new_tokens=4, say=lambda *_: None)
+                            max_new_tokens=4)
     else:
         assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
-        rows = predict_file(str(out), str(data), str(tmp_path / "p.jsonl"), max_new_tokens=4, say=lambda *_: None)
+        rows = predict_file(str(out), str(data), str(tmp_path / "p.jsonl"), max_new_tokens=4)
     assert len(rows) == 16 and all(isinstance(r["prediction"], str) for r in rows)

@@ -4,6 +4,7 @@ samples, the same cleaned conversations and the same rejects (issue 23, "streami
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -61,15 +62,16 @@ def _rejects(path: Path) -> list[dict]:
                   key=lambda r: (r["source"], r["code"]))
 
 
-def test_streamed_rows_and_rejects_equal_the_cached_ones(tmp_path: Path, spec: EncodeSpec) -> None:
+def test_streamed_rows_and_rejects_equal_the_cached_ones(tmp_path: Path, spec: EncodeSpec,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     sources = [DataSource(path=str(dirty_file(tmp_path / "dirty.jsonl")))]
-    cached = encode_sources(sources, spec, rejects_path=tmp_path / "cached.jsonl", say=lambda *_: None,
+    cached = encode_sources(sources, spec, rejects_path=tmp_path / "cached.jsonl",
                             cache_dir=str(tmp_path / "cache"))
     stream = StreamedData(sources, spec, tmp_path / "streamed.jsonl")
-    said: list[str] = []
-    probe, stats = stream.probe(1.0, say=said.append)
+    caplog.set_level(logging.INFO, logger="glmtune")  # only the probe's messages
+    probe, stats = stream.probe(1.0)
     assert f"  {sources[0].path}: 1 merged turns, 3 trimmed whitespace, 1 exact duplicate(s) removed, 1 reply/" \
-        "replies asserting the old identity left out" in said
+        "replies asserting the old identity left out" in caplog.messages
 
     want = [(r["input_ids"], r["labels"], r["source"]) for r in cached.rows]
     assert [(r["input_ids"], r["labels"], r["source"]) for r in stream.validation(1000)] == want
@@ -97,7 +99,7 @@ def test_each_pass_and_each_file_starts_a_fresh_cleaner(tmp_path: Path, spec: En
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(path.read_bytes())
     sources = [DataSource(path=str(path)), DataSource(path=str(copy))]
-    cached = encode_sources(sources, spec, rejects_path=None, say=lambda *_: None, cache=False)
+    cached = encode_sources(sources, spec, rejects_path=None, cache=False)
     stream = SampleStream(sources, spec, with_source=True)
     first, second = list(stream()), list(stream())
     assert first == second and len(first) == len(cached.rows) == 12
@@ -133,7 +135,7 @@ def test_a_streaming_run_cleans_its_data_like_a_cached_run(tmp_path: Path, tiny_
                      "max_reject_ratio": 0.9},
             "peft": {"lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"}},
             "training": {"output_dir": str(tmp_path / f"run-{streaming}"), "max_steps": 3, "report_to": []}})
-        runs[streaming] = prepare_run(config, None, say=lambda *_: None).train
+        runs[streaming] = prepare_run(config, None).train
     cached, streamed = runs[False], runs[True]
     assert [(r["input_ids"], r["source"]) for r in streamed.rows] == [(r["input_ids"], r["source"])
                                                                       for r in cached.rows]

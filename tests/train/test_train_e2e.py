@@ -84,5 +84,5 @@ def test_data_tokenize_cli_writes_every_kept_sample_in_order(tmp_path: Path, tin
     assert "bad.jsonl:4: [no_reply]" in proc.stdout
     assert "bad.jsonl:5: [empty_reply]" in proc.stdout
     assert "bad.jsonl:6: [not_an_object]" in proc.stdout
-    assert "bad.jsonl:7: [bad_tool_call]" in proc.stdout
+    assert "bad.jsonl:7: [bad_tool_arguments]" in proc.stdout
     assert len(out.read_text().splitlines()) == 1

@@ -11,6 +11,7 @@ from glmtune.data.formats.common import (
     attach_tools,
     optional_text,
     parse_tools,
+    record_extra,
     require_object,
 )
 
@@ -37,7 +38,7 @@ def convert(record: Any) -> Converted:
     messages.append({"role": "user", "content": prompt})
     messages.append({"role": "assistant", "content": output})
     messages = attach_tools(messages, parse_tools(record.get("tools")))
-    extra = {k: v for k, v in record.items() if k not in KEYS}
+    extra = record_extra(record, KEYS)
     return messages, extra
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from glmtune.data.conversation import REASONING_KEYS, message_reasoning
+
 Message = dict[str, Any]
 Converted = tuple[list[Message], dict[str, Any]]  # (GLM-4 messages, record keys the format does not use)
+TEMPLATE_KWARGS = "chat_template_kwargs"  # the vLLM/OpenAI-compatible request field
 
 
 class RecordError(Exception):
@@ -88,19 +91,25 @@ def call_message(name: Any, arguments: Any, where: str) -> Message:
 
 
 def arguments_json(arguments: Any, where: str) -> str:
-    """Serialise call arguments (object, or a string holding JSON) as ``json.dumps(..., ensure_ascii=False)``."""
-    if arguments is None:
+    """Serialise call arguments (an object, or a string holding one) as ``json.dumps(..., ensure_ascii=False)``.
+
+    Null or blank arguments are ``{}``; anything that is not a JSON object is ``bad_tool_arguments`` (the
+    GLM-4.5/4.6 templates iterate the arguments as a mapping)."""
+    if arguments is None or isinstance(arguments, str) and not arguments.strip():
         return "{}"
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
         except (ValueError, RecursionError):
-            raise RecordError("bad_tool_call",
-                              f"{where} arguments are not valid JSON: {_preview(arguments)}") from None
+            raise RecordError("bad_tool_arguments",
+                              f"{where} arguments are a string but not JSON: {_preview(arguments)}") from None
+    if not isinstance(arguments, dict):
+        raise RecordError("bad_tool_arguments", f"{where} arguments must be a JSON object of named arguments, "
+                          f"got {_kind(arguments)}")
     try:
         return json.dumps(arguments, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise RecordError("bad_tool_call", f"{where} arguments cannot be written as JSON ({exc})") from None
+        raise RecordError("bad_tool_arguments", f"{where} arguments cannot be written as JSON ({exc})") from None
 
 
 def parse_call(value: Any, where: str) -> list[Message]:
@@ -121,6 +130,62 @@ def parse_call(value: Any, where: str) -> list[Message]:
             raise RecordError("bad_tool_call", f"{label} must be an object with 'name' and 'arguments'")
         out.append(call_message(call.get("name"), call.get("arguments"), label))
     return out
+
+
+def copy_reasoning(turn: dict[str, Any], message: Message) -> Message:
+    """``message`` with the turn's ``reasoning_content``/``reasoning`` fields (checked later, with the rest)."""
+    for key in REASONING_KEYS:
+        if turn.get(key) is not None:
+            message[key] = turn[key]
+    return message
+
+
+def lift_reasoning(messages: list[Message]) -> list[Message]:
+    """Fold a reply that holds only reasoning into the function call right after it: the call's reasoning."""
+    out: list[Message] = []
+    for msg in messages:
+        prev = out[-1] if out else None
+        if prev is not None and msg.get("metadata") and _reasoning_only(prev) and prev.get("loss") == msg.get(
+                "loss") and not any(msg.get(k) for k in REASONING_KEYS):
+            out[-1] = {**msg, "reasoning_content": message_reasoning(prev)[0]}
+            continue
+        out.append(msg)
+    return out
+
+
+def _reasoning_only(msg: Message) -> bool:
+    if msg.get("role") != "assistant" or set(msg) - {"role", "content", "loss", *REASONING_KEYS}:
+        return False
+    reasoning, answer, problem = message_reasoning(msg)
+    return bool(reasoning) and not answer.strip() and problem is None
+
+
+def record_extra(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The record's keys outside ``keys``, with a thinking switch read into ``extra["enable_thinking"]``.
+
+    The switch is a top-level ``enable_thinking`` or ``chat_template_kwargs.enable_thinking`` (which is moved
+    out of ``chat_template_kwargs``); it must be a boolean, and the two must agree."""
+    extra = {k: v for k, v in record.items() if k not in keys}
+    flags: dict[str, Any] = {}
+    if "enable_thinking" in extra:
+        flags["enable_thinking"] = extra.pop("enable_thinking")
+    kwargs = extra.get(TEMPLATE_KWARGS)
+    if isinstance(kwargs, dict) and "enable_thinking" in kwargs:
+        flags[f"{TEMPLATE_KWARGS}.enable_thinking"] = kwargs["enable_thinking"]
+        rest = {k: v for k, v in kwargs.items() if k != "enable_thinking"}
+        if rest:
+            extra[TEMPLATE_KWARGS] = rest
+        else:
+            del extra[TEMPLATE_KWARGS]
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise RecordError("bad_field", f"'{key}' must be true or false, got {_kind(value)}")
+    if len(set(flags.values())) > 1:
+        raise RecordError("bad_field", "'enable_thinking' and "
+                          f"'{TEMPLATE_KWARGS}.enable_thinking' disagree")
+    if flags:
+        extra["enable_thinking"] = next(iter(flags.values()))
+    return extra
 
 
 def _is_name(value: Any) -> bool:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from glmtune.data.conversation import REASONING_KEYS
 from glmtune.data.formats.common import (
     Converted,
     Message,
     RecordError,
     attach_tools,
     call_message,
+    copy_reasoning,
+    lift_reasoning,
     parse_tools,
+    record_extra,
     require_object,
 )
 
@@ -29,7 +33,10 @@ KEYS = ("messages", "tools", "functions")
 
 
 def convert(record: Any) -> Converted:
-    """Convert one OpenAI record; each tool call becomes its own GLM-4 function-call assistant message."""
+    """Convert one OpenAI record; each tool call becomes its own GLM-4 function-call assistant message.
+
+    An assistant turn's ``reasoning_content`` (or ``reasoning``) stays on its text message, or goes onto its
+    first function call when the turn has no text."""
     record = require_object(record, "a 'messages' list")
     turns = record.get("messages")
     if not isinstance(turns, list) or not turns:
@@ -38,8 +45,8 @@ def convert(record: Any) -> Converted:
     for i, turn in enumerate(turns, start=1):
         messages.extend(_turn(turn, f"message {i}"))
     tools = parse_tools(record.get("tools")) + parse_tools(record.get("functions"))
-    extra = {k: v for k, v in record.items() if k not in KEYS}
-    return attach_tools(messages, tools), extra
+    extra = record_extra(record, KEYS)
+    return attach_tools(lift_reasoning(messages), tools), extra
 
 
 def _turn(turn: Any, where: str) -> list[Message]:
@@ -50,14 +57,14 @@ def _turn(turn: Any, where: str) -> list[Message]:
     if role is None:
         raise RecordError("unknown_role", f"{where} has role {tag!r}; expected one of {', '.join(ROLES)}")
     content = _content(turn.get("content"), f"{where} ({tag})")
-    out: Message = {"role": role, "content": content}
+    out = copy_reasoning(turn, {"role": role, "content": content})
     if turn.get("tools") is not None:
         out["tools"] = parse_tools(turn["tools"])
     if role == "assistant" and turn.get("metadata"):
         out["metadata"] = turn["metadata"]  # already a GLM-4 function call
     calls = _calls(turn, where) if role == "assistant" else []
     if calls:
-        out_list = [out] if content.strip() else []
+        out_list = [out] if content.strip() or _has_reasoning(out) else []
         out_list.extend(calls)
     else:
         out_list = [out]
@@ -65,6 +72,11 @@ def _turn(turn: Any, where: str) -> list[Message]:
         for msg in out_list:
             msg["loss"] = False
     return out_list
+
+
+def _has_reasoning(msg: Message) -> bool:
+    values = [msg.get(key) for key in REASONING_KEYS]
+    return any(v is not None and (not isinstance(v, str) or v.strip()) for v in values)
 
 
 def _calls(turn: dict[str, Any], where: str) -> list[Message]:

@@ -9,9 +9,12 @@ from glmtune.data.formats.common import (
     Message,
     RecordError,
     attach_tools,
+    copy_reasoning,
+    lift_reasoning,
     optional_text,
     parse_call,
     parse_tools,
+    record_extra,
     require_object,
 )
 
@@ -33,7 +36,10 @@ KEYS = (*MESSAGE_KEYS, "system", "tools")
 
 
 def convert(record: Any) -> Converted:
-    """Convert one sharegpt record; ``function_call`` turns become assistant messages with ``metadata``."""
+    """Convert one sharegpt record; ``function_call`` turns become assistant messages with ``metadata``.
+
+    A turn's ``reasoning_content`` (or ``reasoning``) is kept; a ``gpt`` turn that holds only reasoning
+    hands it to the ``function_call`` right after it."""
     record = require_object(record, "a 'conversations' list")
     key = next((k for k in MESSAGE_KEYS if k in record), None)
     if key is None:
@@ -45,7 +51,8 @@ def convert(record: Any) -> Converted:
     for i, turn in enumerate(turns, start=1):
         messages.extend(_turn(turn, f"message {i}"))
     system = optional_text(record, "system")
-    extra = {k: v for k, v in record.items() if k not in KEYS}
+    messages = lift_reasoning(messages)
+    extra = record_extra(record, KEYS)
     if system:
         if messages and messages[0]["role"] == "system":
             extra["system"] = system  # the conversation's own system message wins, as in LLaMA-Factory
@@ -64,9 +71,10 @@ def _turn(turn: Any, where: str) -> list[Message]:
         raise RecordError("unknown_role", f"{where} has from={tag!r}; expected one of {', '.join(ROLES)}")
     value = turn["value"] if "value" in turn else turn.get("content")
     if role == CALL:
-        return parse_call(value, f"{where} ({CALL})")
+        calls = parse_call(value, f"{where} ({CALL})")
+        return [copy_reasoning(turn, calls[0]), *calls[1:]]
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise RecordError("bad_content", f"{where} ({tag}) value must be a string, got {type(value).__name__}")
-    return [{"role": role, "content": value}]
+    return [copy_reasoning(turn, {"role": role, "content": value})]

@@ -9,16 +9,19 @@ PEFT's own forward everywhere else (bf16 autocast on a GPU included). Its gain i
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from glmtune.config.schema import GlmtuneConfig
+from glmtune.config.resolved import ResolvedConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["apply_cpu_kernels"]
 
 
-def apply_cpu_kernels(model: Any, config: GlmtuneConfig, say: Any) -> None:
-    """Fuse the LoRA layers of ``model`` when ``training.fused_lora`` is on (LoRA only), and say so."""
+def apply_cpu_kernels(model: Any, config: ResolvedConfig) -> None:
+    """Fuse the LoRA layers of ``model`` when ``training.fused_lora`` is on (LoRA only), and log how many."""
     if config.peft.method == "lora" and config.training.fused_lora:
         from glmtune.experimental.cpu_kernels.fused_lora import fuse_lora
 
-        say(f"fused LoRA: {fuse_lora(model)} linear layers (training.fused_lora)")
+        log.info(f"fused LoRA: {fuse_lora(model)} linear layers (training.fused_lora)")

@@ -13,6 +13,7 @@ loop, or name the old maker when no ``identity.author`` is set are dropped, with
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from glmtune.eval.degeneration import has_loop
 from glmtune.identity_names import OLD_NAMES, RENAME_MAKERS, RENAME_MODELS
 from glmtune.infer.generate import generate_replies, generation_mode
 from glmtune.layout.base import ChatLayout
+
+log = logging.getLogger(__name__)
 
 MAX_QUESTIONS = 512  # identity questions answered by the base model at most: bounds generation time on large data
 
@@ -82,14 +85,14 @@ def build_identity_replay(model: Any, tokenizer: Any, layout: ChatLayout, questi
 
 def identity_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, train_convs: Any, name: str,
                          author: str | None, held_out: set[str], max_length: int, truncation: str,
-                         out: Path | None, say: Any) -> list[dict[str, Any]]:
+                         out: Path | None) -> list[dict[str, Any]]:
     """Build the renamed base answers, write them (and the dropped ones) next to the run, return encoded rows."""
     from glmtune.data.conversation import Conversation
     from glmtune.layout.encode import encode_conversations
 
     questions = identity_questions(train_convs, name, held_out)
     if not questions:
-        say(f"identity replay: no training question is answered with '{name}'; nothing to replay")
+        log.info(f"identity replay: no training question is answered with '{name}'; nothing to replay")
         return []
     kept, dropped = build_identity_replay(model, tokenizer, layout, questions, name, author)
     where = ""
@@ -100,7 +103,7 @@ def identity_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, train_c
         where = f"; written to {out / 'identity_replay.jsonl'}, dropped ones with reasons next to it"
     encoded = encode_conversations([Conversation(c, f"identity-replay:{i + 1}") for i, c in enumerate(kept)],
                                    layout, combine=True, max_length=max_length, truncation=truncation)
-    say(f"identity replay: {len(encoded.input_ids)} of {len(questions)} identity questions answered by the base "
-        f"model in its own words, renamed to {name}{' / ' + author if author else ''} ({len(dropped)} dropped){where}")
+    log.info(f"identity replay: {len(encoded.input_ids)} of {len(questions)} identity questions answered by the "
+             f"base model in its own words, renamed to {name}{' / ' + author if author else ''} ({len(dropped)} dropped){where}")
     return [{"input_ids": i, "labels": lab, "source": src}
             for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]

@@ -12,6 +12,7 @@ turn, a chat model writes prompts of the kind it was trained on (the Magpie idea
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from glmtune.identity_names import OLD_NAMES
 from glmtune.infer.generate import generate_replies, generation_mode, left_pad, split_reply
 from glmtune.layout.base import ChatLayout, render
 from glmtune.progress import generation_progress
+
+log = logging.getLogger(__name__)
 
 SENTINEL = "\u2063glmtune-self-replay\u2063"
 PROMPT_TOKENS = 64
@@ -262,7 +265,7 @@ def single_turn(messages: list[dict[str, Any]]) -> bool:
 
 def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: float, train_convs: Any,
                      n_train: int, seed: int, max_length: int, truncation: str, identity_names: tuple[str, ...],
-                     out: Path | None, say: Any, source: str = "auto", context: float = 0.0,
+                     out: Path | None, source: str = "auto", context: float = 0.0,
                      held_out: set[str] | None = None) -> list[dict[str, Any]]:
     """Build ``ratio`` x ``n_train`` self-replay samples, write them next to the run, return encoded rows.
 
@@ -278,7 +281,7 @@ def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: floa
     try:
         result = build_self_replay(model, tokenizer, layout, wanted, seed, avoid, identity_names, source)
     except ValueError as exc:
-        say(f"self-replay: off ({exc})")
+        log.info(f"self-replay: off ({exc})")
         return []
     task = [c.messages for c in convs_list if c.source not in (held_out or set()) and single_turn(c.messages)]
     in_context = add_context(result.conversations, task, context, seed)
@@ -291,7 +294,7 @@ def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: floa
         encoded = encode_conversations(part, layout, combine=combine, max_length=max_length, truncation=truncation)
         rows += [{"input_ids": i, "labels": lab, "source": src}
                  for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
-    say(f"self-replay: {len(rows)} of {wanted} wanted samples answered by the base model itself "
-        f"(prompts: {source}; {in_context} followed by a training conversation; {len(result.dropped)} drafts "
-        f"dropped){where}")
+    log.info(f"self-replay: {len(rows)} of {wanted} wanted samples answered by the base model itself "
+             f"(prompts: {source}; {in_context} followed by a training conversation; {len(result.dropped)} drafts "
+             f"dropped){where}")
     return rows

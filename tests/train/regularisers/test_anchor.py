@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -110,10 +111,11 @@ def test_anchor_without_an_adapter_is_a_config_error(tiny_model: Path, tmp_path:
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": [],
                                         "base_anchor": 0.5}})
     with pytest.raises(ConfigError, match="training.base_anchor: needs an adapter"):
-        train(cfg, say=lambda *_: None)
+        train(cfg)
 
 
-def test_planned_anchor_is_dropped_for_a_base_that_answers_nothing(tiny_model: Path, tmp_path: Path) -> None:
+def test_planned_anchor_is_dropped_for_a_base_that_answers_nothing(tiny_model: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """An untrained base finishes no self-replay reply: the final plan (printed and saved) has the anchor off,
     and the unlikelihood term that the planner ties to it off too; a weight the user set is kept."""
     import json
@@ -130,8 +132,9 @@ def test_planned_anchor_is_dropped_for_a_base_that_answers_nothing(tiny_model: P
                            "data": {"train_file": str(write_jsonl(tmp_path / "d.jsonl", convs))},
                            "identity": {"name": "Nova"},
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": []}})
-    lines: list[str] = []
-    result = train(cfg, say=lines.append)
+    caplog.set_level(logging.INFO, logger="glmtune")
+    result = train(cfg)
+    lines = caplog.messages
     assert any(line.startswith("self-replay: 0 of") for line in lines)
     saved = {item["key"]: item for item in json.loads((tmp_path / "run" / "plan.json").read_text())["plan"]}
     assert saved["training.base_anchor"]["value"] == 0.0 and "none of its self-replay" in saved[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,7 +51,7 @@ def test_identity_questions_are_the_single_turn_samples_that_name_the_new_identi
 
 
 def test_rows_keep_renamed_answers_and_write_the_dropped_with_reasons(tiny_model: Path, tiny_tokenizer,
-                                                                     tmp_path: Path, monkeypatch) -> None:
+                                                                     tmp_path: Path, monkeypatch, caplog) -> None:
     """The base's answers are renamed and encoded; those that loop, run on or name no old identity are listed."""
     from transformers import AutoModelForCausalLM
 
@@ -72,9 +73,10 @@ def test_rows_keep_renamed_answers_and_write_the_dropped_with_reasons(tiny_model
              for i, q in enumerate(answers)]
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     layout = get_layout(tiny_tokenizer)
-    said: list[str] = []
+    caplog.set_level(logging.INFO, logger="glmtune")
     rows = identity_replay_rows(model, tiny_tokenizer, layout, convs, "Nova", "Acme Lab", set(), 256, "official",
-                                tmp_path, said.append)
+                                tmp_path)
+    said = [r.getMessage() for r in caplog.records if r.name == identity_replay.__name__]
     assert len(rows) == 2 and all(r["source"].startswith("identity-replay:") for r in rows)
     kept = [json.loads(line)["messages"][1]["content"]
             for line in (tmp_path / "identity_replay.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -100,10 +102,11 @@ def test_identity_replay_without_a_name_is_a_config_error(tiny_model: Path, tmp_
                            "data": {"train_file": str(data), "identity_replay": True},
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": []}})
     with pytest.raises(ConfigError, match="data.identity_replay: true needs identity.name"):
-        train(cfg, say=lambda *_: None)
+        train(cfg)
 
 
-def test_a_run_with_identity_replay_writes_what_it_kept_and_dropped(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_run_with_identity_replay_writes_what_it_kept_and_dropped(tiny_model: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """End to end on the untrained tiny model: its answers name no old identity, so all are dropped, with reasons."""
     from glmtune.config.loader import validate_config
     from glmtune.train.recipe import train
@@ -115,13 +118,13 @@ def test_a_run_with_identity_replay_writes_what_it_kept_and_dropped(tiny_model: 
     cfg = validate_config({"model": {"name_or_path": str(tiny_model)}, "identity": {"name": "Nova"},
                            "data": {"train_file": str(data), "identity_replay": True, "self_replay": 0},
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 2, "report_to": []}})
-    said: list[str] = []
-    train(cfg, say=said.append)
+    caplog.set_level(logging.INFO, logger="glmtune")
+    train(cfg)
     run = tmp_path / "run"
     dropped = [json.loads(line) for line in (run / "identity_replay_dropped.jsonl").read_text().splitlines()]
     assert len(dropped) == 10 and all(d["reason"] for d in dropped)  # 10 samples: too few for a validation split
     assert (run / "identity_replay.jsonl").read_text() == ""
-    assert any(line.startswith("identity replay: 0 of 10 identity questions") for line in said)
+    assert any(line.startswith("identity replay: 0 of 10 identity questions") for line in caplog.messages)
 
 
 def test_generation_mode_restores_training_state_even_on_error() -> None:

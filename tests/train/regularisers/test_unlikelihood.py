@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -73,20 +74,22 @@ def test_trainer_adds_the_term_in_training_only(tiny_model: Path, tmp_path: Path
 
 @pytest.mark.parametrize("name, author", [("Nova", "Acme Lab"), ("Zhipu Nova", None)])
 def test_new_identity_tokens_are_never_suppressed(tiny_model: Path, tiny_tokenizer, tmp_path: Path,
-                                                  name: str, author: str | None) -> None:
+                                                  name: str, author: str | None,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     """A new name that reuses an old piece keeps it; with the weight at 0 nothing is suppressed."""
     from glmtune.config.schema import GlmtuneConfig
     from glmtune.train.recipe import suppressed_ids
 
     config = GlmtuneConfig(model={"name_or_path": str(tiny_model)}, data={"train_file": str(tmp_path / "x.jsonl")},
                            identity={"name": name, "author": author, "unlikelihood": 1.0})
-    said: list[str] = []
-    ids = suppressed_ids(tiny_tokenizer, config, said.append)
+    caplog.set_level(logging.INFO, logger="glmtune")
+    ids = suppressed_ids(tiny_tokenizer, config)
     own = set(tiny_tokenizer(name, add_special_tokens=False)["input_ids"])
     assert ids and not own & set(ids)
+    said = [r.getMessage() for r in caplog.records if r.name == "glmtune.train.recipe"]
     assert said and f"on {len(ids)} old-identity tokens" in said[0]
     config.identity.unlikelihood = 0.0
-    assert suppressed_ids(tiny_tokenizer, config, said.append) == []
+    assert suppressed_ids(tiny_tokenizer, config) == []
 
 
 def test_a_weight_without_a_new_name_is_a_config_error(tiny_model: Path, tmp_path: Path) -> None:
@@ -99,6 +102,6 @@ def test_a_weight_without_a_new_name_is_a_config_error(tiny_model: Path, tmp_pat
                            "identity": {"unlikelihood": 1.0},
                            "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": []}})
     with pytest.raises(ConfigError, match="identity.unlikelihood: a weight needs identity.name"):
-        train(cfg, say=lambda *_: None)
+        train(cfg)
 
 
