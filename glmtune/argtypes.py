@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Callable
 
 
@@ -29,3 +30,13 @@ def number_between(low: float, high: float, unit: str = "a number") -> Callable[
         return value
 
     return parse
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.1, ::1 and localhost: an address only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import socket
 
-from glmtune.argtypes import int_at_least, number_between
+from glmtune.argtypes import int_at_least, is_loopback, number_between
 from glmtune.errors import UserError
 from glmtune.serve.settings import (
     API_KEY_ENV,
@@ -16,15 +15,6 @@ from glmtune.serve.settings import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_QUEUE,
 )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def port_number(text: str) -> int:
@@ -96,7 +86,7 @@ def serve_main(model: str, adapter: str | None = None, host: str = "127.0.0.1", 
     engine = Engine.load(model, adapter=adapter, model_name=names[0] if names else None,
                          max_new_tokens=max_new_tokens, device=device, aliases=names[1:], max_batch=max_batch,
                          max_queue=max_queue, batch_window_s=batch_window_ms / 1000)
-    if not key and not _is_loopback(host):
+    if not key and not is_loopback(host):
         print(f"warning: serving on {host} without an API key; set --api-key or {API_KEY_ENV}")
     print(f"serving {engine.model_name} on http://{host}:{port}/v1 (max_new_tokens={max_new_tokens}, "
           f"max_batch={max_batch}, max_queue={max_queue}; also answers to: {', '.join(engine.aliases[1:]) or '-'})")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
+from glmtune.argtypes import is_loopback
 from glmtune.ui.chat_page import ChatModels
 from glmtune.ui.runs import Launcher
 from glmtune.ui.tabs_prepare import data_tab, model_tab, plan_tab, wire_data, wire_model, wire_plan
@@ -60,16 +60,6 @@ def build_app(ws: Workspace) -> gr.Blocks:
 def on_load(ws: Workspace) -> tuple[Any, ...]:
     """A (re)loaded page finds the workspace's runs: the running one selected, a fresh run name to plan."""
     return (run_choices(ws), ws.next_run_name(), refreshed(ws, None), refreshed(ws, None), refreshed(ws, None))
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.1, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(host: str, port: int, auth: tuple[str, str] | None, workdir: str, block: bool = True) -> Any:
