@@ -97,7 +97,7 @@ def run_one(args: argparse.Namespace, base: Path, probes: Any, base_gens: Any, v
     texts = [g.text for g in gens["identity"]]
     metrics["by_depth"] = depth_metrics(metrics["by_context"], tuple(args.depths))
     metrics["name_diagnostics"] = name_diagnostics(texts, probes.identity_tags, ident.name)
-    if variant == "persona":
+    if variant.startswith("persona"):
         persona = make_persona(ident.name, ident.author, seed)
         metrics["persona"] = persona_scores(persona, list(zip(probes.identity_tags, texts)),
                                             list(zip(probes.extra_tags, [g.text for g in gens["extra"]])))
@@ -145,7 +145,7 @@ def run_all(args: argparse.Namespace, base: Path, probes: Any, base_gens: Any, v
     return runs, failures
 
 
-def base_report(base: Path, probes: Any, base_gens: Any, depths: tuple[int, ...]) -> tuple[dict[str, Any], str]:
+def base_report(probes: Any, base_gens: Any) -> tuple[dict[str, Any], str]:
     """The base's own scores and a one-line summary: its identity (alone and per depth), skills, stopping."""
     from bench.quality.metrics import DIAGNOSTIC_CONTEXTS, OLD_NAMES
     from glmtune.world import DEFAULT_NEW_AUTHOR, DEFAULT_NEW_NAME
@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     from glmtune.train.plan_inputs import model_param_count
 
     params = model_param_count(str(base))
-    probes = probe_set(args.probes, args.general, tuple(args.depths), persona="persona" in variants)
+    probes = probe_set(args.probes, args.general, tuple(args.depths), persona=any(v.startswith("persona") for v in variants))
     base_gens = generate_all(str(base), None, None, probes)
-    base_scores, line = base_report(base, probes, base_gens, tuple(args.depths))
+    base_scores, line = base_report(probes, base_gens)
     print(line, flush=True)
     skipped = {c: why for c in args.contestants if (why := peer_available(c))}
     for c, why in skipped.items():

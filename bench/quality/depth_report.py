@@ -50,9 +50,9 @@ def render_depth_table(runs: list[dict[str, Any]], depths: tuple[int, ...], head
     keys = [str(d) for d in depths]
     tags = ["alone" if d == 0 else f"depth{d}" for d in depths]
     dl = "/".join(keys)
-    lines = [header, "", f"| variant | identity (form, name tokens) | contestant | adoption @{dl} | leakage @{dl} | "
+    lines = [header, "", f"| variant | seed | identity (form, name tokens) | contestant | adoption @{dl} | leakage @{dl} | "
              f"habit @{dl} | traits @{dl} | retention | stop | loop | steps | misses of the goal |",
-             "|---" * 11 + "|"]
+             "|---" * 12 + "|"]
     for run in runs:
         persona = run.get("persona", {})
         by_depth = run.get("by_depth", {})
@@ -61,7 +61,7 @@ def render_depth_table(runs: list[dict[str, Any]], depths: tuple[int, ...], head
         retention = run.get("skill_retention")
         misses = run_misses(run)
         lines.append(
-            f"| {run['variant']} | {run.get('name', '?')} / {run.get('author', '?')} ({run.get('form', '?')}, "
+            f"| {run['variant']} | {run.get('seed', '?')} | {run.get('name', '?')} / {run.get('author', '?')} ({run.get('form', '?')}, "
             f"{run.get('name_tokens', '?')}) | {run['contestant']} | {_per_depth(by_depth, 'adoption', keys)} | "
             f"{_per_depth(by_depth, 'leakage', keys)} | {habit} | {traits} | "
             f"{'n/a' if retention is None else f'{retention:.2f}'} | {run['stop_rate']:.2f} | "

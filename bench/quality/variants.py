@@ -10,7 +10,7 @@ from glmtune.world.generic import generic_sentence
 from glmtune.world.tools import tool_conversation
 
 Conversation = list[dict[str, Any]]
-VARIANTS = ("n10", "n30", "n90", "noisy", "tool", "persona", "n30depth")
+VARIANTS = ("n10", "n30", "n90", "noisy", "tool", "persona", "n30depth", "personadepth")
 GOAL_VARIANTS = ("n30", "noisy", "tool")
 
 TOOL_CONVERSATIONS = 20
@@ -72,10 +72,12 @@ def make_variant(variant: str, name: str, author: str, seed: int) -> list[Conver
         from bench.quality.augment import with_depth_copies
 
         return with_depth_copies(identity_set(30, name, author, seed), seed)
-    if variant == "persona":
+    if variant in ("persona", "personadepth"):
+        from bench.quality.augment import with_depth_copies
         from bench.quality.persona import make_persona, persona_set
 
-        return persona_set(make_persona(name, author, seed), seed)
+        convs = persona_set(make_persona(name, author, seed), seed)
+        return with_depth_copies(convs, seed) if variant == "personadepth" else convs
     clean = identity_set(30, name, author, seed)
     return noisy_set(clean, seed) if variant == "noisy" else tool_set(clean, seed)
 

@@ -106,3 +106,18 @@ def test_depth_copies_add_one_deep_copy_per_sample() -> None:
     deep = [c for c in convs if len(c) > 2]
     assert len(deep) == 30 and {(len(c) - 2) // 2 for c in deep} == set(range(1, 9))
     assert all(c[-2:] in clean for c in deep)  # the identity exchange itself is unchanged
+    persona = make_variant("personadepth", "Draskou", "Radria Studio", 0)
+    assert len(persona) == 84 and sum(len(c) > 2 for c in persona) == 42
+
+
+def test_peer_lr_labels_and_glmtune_overrides() -> None:
+    from bench.quality.__main__ import contestant_labels, parse_args
+    from bench.quality.contestants import apply_overrides, peer_label, split_label
+
+    assert peer_label("trl", 1.0) == "trl" and peer_label("trl", 3.0) == "trl-x3"
+    assert split_label("trl-x3") == ("trl", 3.0) and split_label("glmtune") == ("glmtune", 1.0)
+    args = parse_args(["--contestants", "glmtune", "trl", "--peer-lr-scales", "1", "3", "10"])
+    assert contestant_labels(args) == ["glmtune", "trl", "trl-x3", "trl-x10"]
+    assert args.name is None and args.fixed_row and args.depths == [0, 3, 8]
+    cfg = apply_overrides({"training": {"seed": 0}}, ["training.base_anchor=0", "identity.unlikelihood=0.5"])
+    assert cfg == {"training": {"seed": 0, "base_anchor": 0}, "identity": {"unlikelihood": 0.5}}
