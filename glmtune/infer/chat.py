@@ -135,7 +135,7 @@ def stream_reply(model: Any, tokenizer: Any, layout: Any, messages: list[dict[st
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     prompt = layout.prompt_ids(messages)
-    mode = reasoning_mode(layout, tokenizer, prompt)
+    mode = reasoning_mode(layout)
     ids = torch.tensor([prompt], device=next(model.parameters()).device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.stop_ids[0]
     decoder = ReplyDecoder(tokenizer, kept_special_ids(layout, tokenizer))

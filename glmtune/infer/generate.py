@@ -103,6 +103,7 @@ def generate_replies(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     device = next(model.parameters()).device
     decoder = ReplyDecoder(tokenizer, kept_special_ids(layout, tokenizer))
+    mode = reasoning_mode(layout)
     results: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -123,7 +124,7 @@ def generate_replies(
         for row, i in enumerate(idx):
             cut = guard.cut_at.get(row) if guard is not None else None
             reply, stop, looped = finish_row(out[row, ids.shape[1]:].tolist(), stop_ids, pad_id, cut)
-            reasoning, text = split_reasoning(decoder.decode(reply), reasoning_mode(layout, tokenizer, encoded[i]))
+            reasoning, text = split_reasoning(decoder.decode(reply), mode)
             results[i] = Generation(
                 text=text,
                 finish_reason="stop" if stop is not None else "length",

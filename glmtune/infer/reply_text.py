@@ -87,13 +87,13 @@ class ReplyDecoder:
         return self.tokenizer.decode([i for i in ids if i not in self._drop], skip_special_tokens=False)
 
 
-def reasoning_mode(layout: Any, tokenizer: Any, prompt_ids: list[int]) -> ReasoningMode:
-    """How a reply to ``prompt_ids`` lays out its reasoning: None for a template without thinking, ``open``
-    when the prompt ends inside an opened think block, else ``tagged``."""
+def reasoning_mode(layout: Any) -> ReasoningMode:
+    """How a reply lays out its reasoning: None for a template without thinking, ``open`` when the generation
+    prompt opens the think block (the layout's probe), else ``tagged``."""
     if not layout.thinks:
         return None
-    tail = tokenizer.decode(prompt_ids[-len(OPEN) - 8:], skip_special_tokens=False)  # ids of one char or more
-    return "open" if tail.rstrip().endswith(OPEN) else "tagged"
+    thinking = getattr(layout, "thinking", None)
+    return "open" if thinking is not None and thinking.opens_think else "tagged"
 
 
 def partial_reasoning(text: str, mode: ReasoningMode) -> tuple[str, str | None]:

@@ -247,7 +247,7 @@ class Engine:
                            f"{self.max_queue}); retry after {self.retry_after()} s", type_="server_busy",
                            code="server_busy", headers={"Retry-After": str(self.retry_after())})
         job = Job(prompt_ids, params, list(tool_names or []), asyncio.get_running_loop(), request_id,
-                  reasoning_mode(self.layout, self.tokenizer, prompt_ids))
+                  reasoning_mode(self.layout))
         with self._lock:
             self.pending += 1
         self.queue.put(job)

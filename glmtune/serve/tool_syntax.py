@@ -24,24 +24,18 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from glmtune.infer.reply_text import ReplyDecoder, kept_special_ids, probe_call_text
+from glmtune.infer.reply_text import ReplyDecoder, kept_special_ids, partial_reasoning, probe_call_text
 from glmtune.layout.messages import PROBE_ARGS, PROBE_CALL
 from glmtune.serve.schemas import FunctionCall, ToolCall
 from glmtune.serve.tools import Decision, classify, parse_tool_call
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 PROBE_KEY, PROBE_VALUE = next(iter(PROBE_ARGS.items()))
 TAG = re.compile(r"<[^<>]*>")
 
 
 def skip_reasoning(text: str) -> str | None:
-    """``text`` after a leading think block; None while that block is still open."""
-    stripped = text.lstrip()
-    if not stripped.startswith(THINK_OPEN) and not THINK_OPEN.startswith(stripped or "x"):
-        return text
-    if THINK_CLOSE not in stripped:
-        return None
-    return stripped.split(THINK_CLOSE, 1)[1]
+    """``text`` after a leading think block; None while that block is still open (or may still start)."""
+    return partial_reasoning(text, "tagged")[1]
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def test_glm45_tags_survive_decoding_and_role_tokens_do_not(tiny_family: Callabl
     ids = tok(text + "<|assistant|><|user|>", add_special_tokens=False)["input_ids"]
     assert ReplyDecoder(tok, keep).decode(ids) == text
     assert ReplyDecoder(tok).decode(ids) == tok.decode(ids, skip_special_tokens=True)  # nothing kept: as before
-    assert reasoning_mode(layout, tok, layout.prompt_ids([{"role": "user", "content": "hi"}])) == "tagged"
+    assert reasoning_mode(layout) == "tagged"
 
 
 def test_generate_splits_reasoning_per_family(tiny_family: Callable[[str], Path]) -> None:
