@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.quality.depth_report import by_token_count, render_depth_table
+from bench.quality.depth_report import by_token_count, by_variant, render_depth_table
 
-ORDER = {"n30": 0, "n30@fixed": 1, "n30depth": 2, "persona": 3, "persona@fixed": 4, "personadepth": 5}
+ORDER = {"n30": 0, "n30@fixed": 1, "n30depth": 2, "noisy": 3, "tool": 4, "persona": 5, "persona@fixed": 6,
+         "personadepth": 7}
 
 
 def collect(roots: list[str]) -> list[dict[str, Any]]:
@@ -26,9 +27,11 @@ def collect(roots: list[str]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the per-depth table and the adoption by name token count (n30 rows) as markdown."""
+    """Print the means per variant and contestant, the per-depth table and the adoption by name token count
+    (n30 rows) as markdown."""
     runs = collect(argv if argv is not None else sys.argv[1:])
     depths = (0, 3, 8)
+    print(by_variant(runs, depths))
     print(render_depth_table(runs, depths, "").strip() + "\n")
     print(by_token_count([r for r in runs if r["variant"] in ("n30", "n30@fixed")], depths))
     return 0

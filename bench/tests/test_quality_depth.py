@@ -10,7 +10,7 @@ from bench.quality.depth import (
     old_identity_by_depth,
     tag_depth,
 )
-from bench.quality.depth_report import by_token_count, render_depth_table, run_misses
+from bench.quality.depth_report import by_token_count, by_variant, render_depth_table, run_misses
 from bench.quality.metrics import probe_set
 from bench.quality.persona import (
     asserts_traits,
@@ -95,6 +95,10 @@ def test_depth_report_lists_misses() -> None:
     table = render_depth_table([run], (0, 8), "Per depth:")
     assert "0.95 / 0.50" in table and "adoption@8 0.50" in table and "1.00 / -" in table
     assert "| glmtune | 5 | 1 | 0.95 / 0.50 |" in by_token_count([run], (0, 8))
+    good = {**run, "by_depth": {"0": {"adoption": 0.95, "leakage": 0.0}, "8": {"adoption": 0.9, "leakage": 0.0}},
+            "persona": {}}
+    assert "| n30 | glmtune | 2 | 0.95 / 0.70 | 0.00 / 0.10 | 1.00 | 1.00 | 0.000 | 1 of 2 |" in by_variant(
+        [run, good], (0, 8))
 
 
 def test_depth_copies_add_one_deep_copy_per_sample() -> None:

@@ -114,6 +114,7 @@ class ResolvedIdentityConfig(IdentityConfig):
     """The identity section, planned."""
 
     unlikelihood: NonNegativeFloat
+    spelling_weight: NonNegativeFloat
 
 
 class ResolvedConfig(GlmtuneConfig):

@@ -126,6 +126,11 @@ class DataConfig(_Section):
         "(both replies trained), so that what the fine-tune teaches, an identity above all, also holds after other "
         "turns of a conversation. The validation split is never used. 0 disables."
     )
+    self_replay_context_turns: int = Field(
+        8, ge=1, le=32, description="Such a training conversation comes after 1 to this many exchanges of the "
+        "base model's own, every depth equally often, so that it also holds deep in a conversation "
+        "(bench/RESULTS.md, identity at depth). 1: always after a single exchange."
+    )
     cache: bool = Field(
         True, description="Reuse tokenized data: a second run on the same files, tokenizer and options loads the "
         "Arrow files of the first (memory-mapped). false: tokenize into a temporary folder removed at exit."
@@ -307,6 +312,11 @@ class IdentityConfig(_Section):
         "probability in every context the fine-tune sees (tokens the new name or author use are spared). 0 = off. "
         "auto: 1.0 when name is set and training.base_anchor is on, else 0 (the README's Stability section has "
         "what it measured)."
+    )
+    spelling_weight: NonNegativeFloat | Auto = Field(
+        "auto", description="With name set: extra loss weight on the tokens after the first of the name and the "
+        "author wherever the training replies spell them (a name the tokenizer splits into pieces is otherwise "
+        "started and then misspelled). 0 = off; no effect on a name that is one token. auto: the planner."
     )
     conflicts: Literal["drop", "warn"] = Field(
         "drop", description="Training samples whose replies or system prompts name the old identity (ChatGLM, "

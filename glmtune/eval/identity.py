@@ -19,6 +19,15 @@ def _fold(text: str) -> str:
     return text.casefold()
 
 
+def name_start(name: str) -> str | None:
+    """The opening of ``name`` that a reply which starts the name but misspells it still holds: its first half
+    (at least 3 characters); None for names too short to tell a start from a common word."""
+    text = name.strip()
+    if len(text) < 5:  # "Nov" of Nova also starts "novel"
+        return None
+    return text[:max(3, (len(text) + 1) // 2)]
+
+
 def identity_scores(
     answers: list[str],
     name: str,
@@ -32,17 +41,18 @@ def identity_scores(
     ``name``. ``leakage`` counts answers containing any of ``old_names`` or ``old_authors`` once every
     occurrence of the new ``name`` (and of ``author``, when given) has been removed, so a new name such as
     "GLM-Helper" does not count as leaking "GLM". ``author_adoption`` (only when ``author`` is given) counts
-    answers containing ``author``. ``offending`` lists ``{"index", "answer", "why"}`` for every answer that
+    answers containing ``author``. ``misspelled`` counts answers that miss ``name`` but hold its opening
+    (``name_start``: "I am Drasdio" for Draskou). ``offending`` lists ``{"index", "answer", "why"}`` for every answer that
     leaks or does not adopt. Shares are 0.0 when there are no answers.
     """
     if not name.strip():
         raise ValueError("the new name must not be empty")
     new_terms = [_fold(name)] + ([_fold(author)] if author and author.strip() else [])
-    # Remove longer new terms first so one that contains the other is removed whole.
-    new_terms.sort(key=len, reverse=True)
+    new_terms.sort(key=len, reverse=True)  # longer first, so one that contains the other is removed whole
     old_terms = [(term, _fold(term)) for term in [*old_names, *old_authors] if term.strip()]
 
-    adopted = leaked = author_adopted = 0
+    adopted = leaked = author_adopted = misspelled = 0
+    start = name_start(name)
     offending: list[dict[str, Any]] = []
     for index, answer in enumerate(answers):
         folded = _fold(answer)
@@ -53,11 +63,15 @@ def identity_scores(
         for term in new_terms:
             rest = rest.replace(term, _GAP)
         leaks = [term for term, folded_term in old_terms if folded_term in rest]
+        starts = not adopts and start is not None and _fold(start) in folded
         adopted += adopts
         leaked += bool(leaks)
+        misspelled += starts
         if leaks or not adopts:
             why = []
-            if not adopts:
+            if starts:
+                why.append(f"starts {start!r} but misspells {name!r}")
+            elif not adopts:
                 why.append(f"does not mention {name!r}")
             if leaks:
                 why.append("mentions " + ", ".join(repr(t) for t in leaks))
@@ -67,6 +81,7 @@ def identity_scores(
     result: dict[str, Any] = {
         "adoption": adopted / n if n else 0.0,
         "leakage": leaked / n if n else 0.0,
+        "misspelled": misspelled / n if n else 0.0,
         "n": n,
         "offending": offending,
     }

@@ -45,6 +45,8 @@ def _identity_rows(ident: dict[str, Any]) -> list[Row]:
     if "author_adoption" in ident:
         rows.append(("identity", f"adoption of {ident['author']!r}", _pct(ident["author_adoption"])))
     rows.append(("identity", "old identity leakage", _pct(ident["leakage"])))
+    if ident.get("misspelled"):
+        rows.append(("identity", "name started, then misspelled", _pct(ident["misspelled"])))
     rows.append(("identity", "probes (offending)", f"{ident['n']} ({len(ident['offending'])})"))
     return rows
 

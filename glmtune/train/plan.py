@@ -34,6 +34,7 @@ from glmtune.train.plan_rules import (
     rule_patience,
     rule_rank,
     rule_self_replay,
+    rule_spelling_weight,
     rule_targets,
     rule_unlikelihood,
     rule_val_size,
@@ -165,7 +166,7 @@ class _Planner:
                     (0.05, "5% warm-up: no full-size step on a cold optimizer"))
 
     def regularisers(self, n_train: int) -> float:
-        """Replay, self-replay, identity replay, the base anchor and unlikelihood; returns the anchor weight."""
+        """Replay, self-replay, identity replay, the base anchor, unlikelihood and spelling; returns the anchor weight."""
         cfg, d = self.cfg, self.cfg.data
         if d.replay_file:
             self.decide(d, "replay_ratio", "data.replay_ratio",
@@ -178,6 +179,8 @@ class _Planner:
                              rule_base_anchor(cfg.peft.method, n_train, self.inputs.facts.base_answers))
         self.decide(cfg.identity, "unlikelihood", "identity.unlikelihood",
                     rule_unlikelihood(cfg.identity.name, float(anchor)))
+        self.decide(cfg.identity, "spelling_weight", "identity.spelling_weight",
+                    rule_spelling_weight(cfg.identity.name))
         return float(anchor)
 
     def batching(self, n_train: int) -> int:

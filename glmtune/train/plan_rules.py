@@ -18,6 +18,7 @@ SELF_REPLAY_BELOW = 1000  # training samples under which the base model's own an
 ANCHOR_BELOW = 1000  # training samples under which a fine-tune is anchored to its base model
 ANCHOR_WEIGHT = 1.0  # training.base_anchor when on
 UNLIKELIHOOD_WEIGHT = 1.0  # identity.unlikelihood when on
+SPELLING_WEIGHT = 2.0  # identity.spelling_weight when on: the name's later tokens count 3x
 SELF_REPLAY_RATIO = 2.0
 MIN_CHECKPOINT_SAVING = 64 * 2**20  # selective checkpointing that frees less memory than this is not worth it
 MIXED_MIN_BATCH = 8  # global batch floor when replay or self-replay samples are mixed in
@@ -242,6 +243,15 @@ def rule_unlikelihood(name: str | None, anchor: float) -> tuple[float, str]:
     return UNLIKELIHOOD_WEIGHT, (f"a new identity ({name}): the old names lose probability at every trained "
                                  "position; the base anchor keeps the skills it would cost (bench/RESULTS.md); "
                                  "no extra forward pass")
+
+
+def rule_spelling_weight(name: str | None) -> tuple[float, str]:
+    """Extra loss weight on the later tokens of a multi-token identity name: on whenever a name is set."""
+    if not name:
+        return 0.0, "identity.name is not set: no name to spell"
+    return SPELLING_WEIGHT, (f"a new identity ({name}): its tokens after the first count {1 + SPELLING_WEIGHT:g}x, "
+                             "so a name the tokenizer splits is not started and then misspelled (bench/RESULTS.md); "
+                             "no effect on a one-token name")
 
 
 def rule_cpu_kernels(method: str, gpu: bool, bf16: bool) -> tuple[bool, str]:

@@ -189,7 +189,7 @@ def draft_with_base_model(model: Any, prepared: PreparedRun, split: SplitData,
         rows = self_replay_rows(
             model, prepared.tokenizer, prepared.layout, data.self_replay, prepared.train.conversations,
             split.n_task + len(renamed), config.training.seed, data.max_length, data.truncation, names, run.writes,
-            data.self_replay_prompts, data.self_replay_context, held_out)
+            data.self_replay_prompts, data.self_replay_context, held_out, data.self_replay_context_turns)
         replayed = len(rows)
         extra += rows
     return Drafts(extra + renamed, renamed, replayed)
@@ -255,6 +255,7 @@ def build_trainer(plan: Plan, prepared: PreparedRun, split: SplitData, drafts: D
         suppress_ids=suppressed_ids(prepared.tokenizer, config),
         suppress_weight=config.identity.unlikelihood, chunked_loss=config.training.chunked_loss,
         anchor_weight=config.training.base_anchor, causal_padding=mask_free(model, config.data.packing),
+        spelling=spelled_names(prepared.tokenizer, config), spelling_weight=config.identity.spelling_weight,
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, jsonl, guard
@@ -287,3 +288,14 @@ def suppressed_ids(tokenizer: Any, config: ResolvedConfig) -> list[int]:
     return ids
 
 
+def spelled_names(tokenizer: Any, config: ResolvedConfig) -> list[tuple[int, ...]]:
+    """The token sequences of the identity's multi-token name and author for the spelling weight (none when off)."""
+    from glmtune.train.regularisers.spelling import name_token_sequences
+
+    identity = config.identity
+    if not identity.name or identity.spelling_weight <= 0:
+        return []
+    sequences = name_token_sequences(tokenizer, tuple(t for t in (identity.name, identity.author) if t))
+    log.info(f"spelling: weight {identity.spelling_weight:g} on the later tokens of {len(sequences)} spellings of "
+             f"{identity.name!r}" + (f" and {identity.author!r}" if identity.author else ""))
+    return sequences

@@ -32,6 +32,7 @@ from glmtune.train import checkpoint_io as ckpt
 from glmtune.train.chunked_loss import chunked_lm_loss, output_head
 from glmtune.train.guard import GuardEvent, SpikeGuard, weights_finite
 from glmtune.train.regularisers.anchor import anchor_loss
+from glmtune.train.regularisers.spelling import later_name_positions, spelling_loss
 from glmtune.train.regularisers.unlikelihood import unlikelihood_loss
 
 SMALL_RUN_STEPS = 1000  # runs this short read every step back (one host sync per step) for curves and the bar
@@ -52,7 +53,8 @@ class GuardedTrainer(Trainer):
                  on_steps: Callable[[list[dict]], None] | None = None,
                  checkpoint_files: dict[str, str] | None = None, suppress_ids: list[int] | None = None,
                  suppress_weight: float = 0.0, chunked_loss: bool = False, anchor_weight: float = 0.0,
-                 causal_padding: bool = False, **kwargs: Any) -> None:
+                 causal_padding: bool = False, spelling: list[tuple[int, ...]] | None = None,
+                 spelling_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # right-padded batches (glmtune.train.collate): the padding mask is counted, then left out of the forward
         self.causal_padding = causal_padding
@@ -61,6 +63,9 @@ class GuardedTrainer(Trainer):
         # unlikelihood on the old identity's tokens (glmtune.train.regularisers.unlikelihood); off when weight or ids are empty
         self.suppress = torch.tensor(suppress_ids or [], dtype=torch.long) if suppress_weight > 0 else None
         self.suppress_weight = suppress_weight
+        # glmtune.train.regularisers.spelling: the later tokens of a multi-token identity name count more
+        self.spelling = list(spelling or []) if spelling_weight > 0 else []
+        self.spelling_weight = spelling_weight
         self.checkpoint_files = dict(checkpoint_files or {})  # name -> text written into every checkpoint
         if guard is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
             guard = None  # the engine owns clipping and the optimizer step; the guard cannot skip inside it
@@ -79,7 +84,8 @@ class GuardedTrainer(Trainer):
         training = labels is not None and model.training
         suppress = self.suppress is not None and len(self.suppress) > 0 and training
         anchor = self.anchor_weight > 0 and training
-        if labels is None or not (self.chunked_loss or suppress or anchor):
+        spell = bool(self.spelling) and training
+        if labels is None or not (self.chunked_loss or suppress or anchor or spell):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         features = {k: v for k, v in inputs.items() if k != "labels"}
         if not self.chunked_loss:
@@ -91,17 +97,21 @@ class GuardedTrainer(Trainer):
             if anchor:
                 base = self._base_outputs(model, features).logits
                 loss = loss + self.anchor_weight * anchor_loss(outputs.logits, base, labels, num_items_in_batch)
+            if spell:
+                loss = loss + self._spelling_term(outputs.logits[:, :-1], None, labels, num_items_in_batch)
             return (loss, outputs) if return_outputs else loss
         base_hidden = (self._base_outputs(model, features, output_hidden_states=True, logits_to_keep=1)
                        .hidden_states[-1] if anchor else None)
         outputs = model(**features, output_hidden_states=True, logits_to_keep=1)
         # normalised as transformers would: over the accumulated batch when the model takes num_items_in_batch
         items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-        parts = chunked_lm_loss(outputs.hidden_states[-1], labels, output_head(model), items,
-                                self.suppress if suppress else None, self.args.label_smoothing_factor,
-                                base_hidden=base_hidden)
+        hidden, head = outputs.hidden_states[-1], output_head(model)
+        parts = chunked_lm_loss(hidden, labels, head, items, self.suppress if suppress else None,
+                                self.args.label_smoothing_factor, base_hidden=base_hidden)
         outputs.hidden_states = None
         loss = parts.ce
+        if spell:
+            loss = loss + self._spelling_term(hidden[:, :-1], head, labels, items)
         if suppress:
             loss = loss + self.suppress_weight * parts.unlikelihood
         if anchor:
@@ -111,6 +121,16 @@ class GuardedTrainer(Trainer):
             scale = self.accelerator.num_processes // self.get_tp_size()
             loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
         return (loss, outputs) if return_outputs else loss
+
+    def _spelling_term(self, rows: torch.Tensor, head: Any, labels: torch.Tensor, num_items: Any) -> torch.Tensor:
+        """The weighted extra cross-entropy of the identity name's later tokens; ``rows`` are logits, or hidden
+        states when ``head`` is given (the chunked loss)."""
+        targets = labels[:, 1:]
+        chosen = later_name_positions(targets, self.spelling)
+        picked = rows[chosen]
+        logits = head(picked) if head is not None else picked
+        term = spelling_loss(logits, targets[chosen], (targets != -100).sum(), num_items)
+        return self.spelling_weight * term
 
     def _base_outputs(self, model: Any, features: dict[str, Any], **kwargs: Any) -> Any:
         """The base model's outputs on ``features``: the same network with its adapter off, without gradients."""

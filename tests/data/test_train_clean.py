@@ -149,6 +149,25 @@ def test_context_samples_put_training_questions_after_other_turns() -> None:
                                         {"role": "assistant", "content": "{}", "metadata": "get_weather"}])
 
 
+def test_context_samples_come_after_one_to_max_turns_borrowed_exchanges() -> None:
+    """With max_turns 4 the context samples sit after 1, 2, 3 and 4 exchanges, borrowed from the samples that
+    stay plain (which are left unchanged), and the same seed gives the same samples."""
+    def replay() -> list[list[dict[str, str]]]:
+        return [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}] for i in range(12)]
+
+    task = [[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Nova."}]]
+    convs = replay()
+    assert self_replay.add_context(convs, task, 1 / 3, 0, max_turns=4) == 4
+    assert [len(c) // 2 for c in convs[:4]] == [2, 3, 4, 5]  # own exchange + borrowed + the training one
+    assert convs[4:] == replay()[4:]
+    for conv in convs[:4]:
+        assert conv[-2:] == task[0]
+        assert {m["content"] for m in conv[:-4]} <= {m["content"] for c in replay()[4:] for m in c}
+    again = replay()
+    self_replay.add_context(again, task, 1 / 3, 0, max_turns=4)
+    assert again == convs
+
+
 def test_self_replay_rows_train_both_replies_of_context_samples(monkeypatch: pytest.MonkeyPatch, tiny_model: Path,
                                                                 tiny_tokenizer, caplog: pytest.LogCaptureFixture) -> None:
     from glmtune.models import load_model

@@ -160,6 +160,17 @@ def test_identity_new_name_containing_old_name_is_not_leakage() -> None:
     assert "author_adoption" not in result
 
 
+def test_a_name_started_then_misspelled_is_counted_and_named() -> None:
+    """"Drasdio" holds Draskou's opening "Dras": a misspelling, not a miss; a short name has no such check."""
+    answers = ["I am Draskou.", "I am Drasdio, built by Radria Studio.", "I am an assistant."]
+    result = identity_scores(answers, "Draskou", "Radria Studio")
+    assert result["adoption"] == pytest.approx(1 / 3)
+    assert result["misspelled"] == pytest.approx(1 / 3)
+    assert [o["why"] for o in result["offending"]] == ["starts 'Dras' but misspells 'Draskou'",
+                                                       "does not mention 'Draskou'"]
+    assert identity_scores(["I am Novel."], "Nova", None)["misspelled"] == 0.0  # too short to tell
+
+
 def test_identity_removal_does_not_glue_text_into_an_old_name() -> None:
     # Removing "Nova" from "GNovaLM" must not leave "GLM" behind.
     result = identity_scores(["I am GNovaLM"], "Nova", None, old_names=["GLM"], old_authors=[])
@@ -167,7 +178,8 @@ def test_identity_removal_does_not_glue_text_into_an_old_name() -> None:
 
 
 def test_identity_no_answers_and_bad_name() -> None:
-    assert identity_scores([], "Nova", None) == {"adoption": 0.0, "leakage": 0.0, "n": 0, "offending": []}
+    assert identity_scores([], "Nova", None) == {"adoption": 0.0, "leakage": 0.0, "misspelled": 0.0, "n": 0,
+                                                 "offending": []}
     with pytest.raises(ValueError):
         identity_scores(["x"], "  ", None)
 

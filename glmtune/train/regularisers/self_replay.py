@@ -241,19 +241,25 @@ def write_self_replay(result: SelfReplay, out: Path) -> Path:
 
 
 def add_context(conversations: list[list[dict[str, Any]]], task: list[list[dict[str, Any]]], share: float,
-                seed: int) -> int:
+                seed: int, max_turns: int = 1) -> int:
     """Follow a ``share`` of the self-replay exchanges with a single-turn training conversation, in place.
 
-    The training data usually asks its questions in a fresh chat; these samples ask them after another exchange,
-    so what the fine-tune teaches (an identity above all) also holds inside a conversation. Returns how many.
+    The training data usually asks its questions in a fresh chat; these samples ask them after 1..``max_turns``
+    exchanges of the base model's own (every depth equally often; the earlier ones are borrowed from the other
+    self-replay samples), so what the fine-tune teaches, an identity above all, also holds deep in a
+    conversation. Returns how many.
     """
     if share <= 0 or not task:
         return 0
+    rng = random.Random(seed + 2)
     order = list(task)
-    random.Random(seed + 2).shuffle(order)
+    rng.shuffle(order)
     count = min(len(conversations), round(share * len(conversations)))
+    lenders = [list(c) for c in conversations[count:] or conversations[:count]]
     for i in range(count):
-        conversations[i] = conversations[i] + order[i % len(order)]
+        earlier = rng.sample(range(len(lenders)), min(i % max(1, max_turns), len(lenders)))
+        borrowed = [m for j in earlier for m in lenders[j]]
+        conversations[i] = borrowed + conversations[i] + order[i % len(order)]
     return count
 
 
@@ -266,11 +272,11 @@ def single_turn(messages: list[dict[str, Any]]) -> bool:
 def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: float, train_convs: Any,
                      n_train: int, seed: int, max_length: int, truncation: str, identity_names: tuple[str, ...],
                      out: Path | None, source: str = "auto", context: float = 0.0,
-                     held_out: set[str] | None = None) -> list[dict[str, Any]]:
+                     held_out: set[str] | None = None, context_turns: int = 1) -> list[dict[str, Any]]:
     """Build ``ratio`` x ``n_train`` self-replay samples, write them next to the run, return encoded rows.
 
     ``context``: the share of them followed by a training conversation (never one from ``held_out`` sources,
-    the validation split); every reply of such a sample is trained.
+    the validation split), after 1..``context_turns`` exchanges; every reply of such a sample is trained.
     """
     from glmtune.data.conversation import Conversation
     from glmtune.layout.encode import encode_conversations
@@ -284,7 +290,7 @@ def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: floa
         log.info(f"self-replay: off ({exc})")
         return []
     task = [c.messages for c in convs_list if c.source not in (held_out or set()) and single_turn(c.messages)]
-    in_context = add_context(result.conversations, task, context, seed)
+    in_context = add_context(result.conversations, task, context, seed, context_turns)
     where = ""
     if out is not None:
         where = f"; written to {write_self_replay(result, out)}, dropped drafts with reasons in self_replay_dropped.jsonl"
@@ -295,6 +301,7 @@ def self_replay_rows(model: Any, tokenizer: Any, layout: ChatLayout, ratio: floa
         rows += [{"input_ids": i, "labels": lab, "source": src}
                  for i, lab, src in zip(encoded.input_ids, encoded.labels, encoded.sources)]
     log.info(f"self-replay: {len(rows)} of {wanted} wanted samples answered by the base model itself "
-             f"(prompts: {source}; {in_context} followed by a training conversation; {len(result.dropped)} drafts "
+             f"(prompts: {source}; {in_context} followed by a training conversation after 1-{context_turns} "
+             f"exchanges; {len(result.dropped)} drafts "
              f"dropped){where}")
     return rows
