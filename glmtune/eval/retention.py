@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from glmtune.data.formats.containers import jsonl_lines
 from glmtune.errors import DataError
 from glmtune.eval.text_metrics import text_metrics
 
@@ -29,18 +30,17 @@ def load_general(path: str | Path | None = None) -> list[dict[str, Any]]:
             text = (resources.files("glmtune") / "resources" / BUNDLED_GENERAL).read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise DataError(f"bundled general prompt file missing: {source}") from exc
+        lines = [(f"{source}:{n}", line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     else:
         source = str(path)
-        file = Path(path)
-        if not file.is_file():
-            raise DataError(f"general prompt file not found: {file}")
-        try:
-            text = file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    rows = [
-        _parse_row(line, f"{source}:{n}") for n, line in enumerate(text.splitlines(), start=1) if line.strip()
-    ]
+        if not Path(path).is_file():
+            raise DataError(f"general prompt file not found: {path}")
+        lines = []
+        for where, line, _, bad in jsonl_lines(Path(path)):
+            if line is None:
+                raise DataError(f"{where}: {bad}")
+            lines.append((where, line))
+    rows = [_parse_row(line, where) for where, line in lines]
     if not rows:
         raise DataError(f"{source}: no prompts (the file is empty)")
     return rows

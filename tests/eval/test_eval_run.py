@@ -144,6 +144,9 @@ def test_user_general_file_takes_last_assistant_turn_as_reference(tmp_path: Path
     path.write_text('{"messages": [{"role": "assistant", "content": "hi"}]}\n', encoding="utf-8")
     with pytest.raises(DataError, match=f"{path}:1"):
         load_general(path)
+    path.write_bytes('\ufeff{"messages": [{"role": "user", "content": "q"}]}\n\n'.encode() + b'{"x": "\xff"}\n')
+    with pytest.raises(DataError, match=f"{path}:3: not valid UTF-8"):  # a byte-order mark is fine, line 3 is not
+        load_general(path)
 
 
 def test_retention_scores_count_regressions():
