@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -75,7 +74,8 @@ def test_data_check_counts_the_quarantine_and_marks_trained_tokens(ws: Workspace
 
 def test_unreadable_data_is_reported_not_raised_as_a_crash(ws: Workspace, tmp_path: Path):
     binary = tmp_path / "photo.jsonl"
-    binary.write_bytes(os.urandom(2000) + b"\n" + os.urandom(500))
+    # two lines of bytes that no UTF-8 text holds (random bytes could hold a newline and a valid short line)
+    binary.write_bytes(bytes(range(0x80, 0x100)) * 8 + b"\n" + b"\xff" * 500)
     report = check_data(ws, str(binary))
     assert report.kept == 0 and report.quarantined >= 1 and "nothing usable" in report.summary
     assert {row[1] for row in report.quarantine} == {"bad_encoding"}
