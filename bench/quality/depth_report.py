@@ -91,6 +91,10 @@ def _mean(values: list[float]) -> str:
     return f"{sum(values) / len(values):.2f}" if values else "-"
 
 
+def _mean_per_depth(rows: list[dict[str, Any]], metric: str, keys: list[str]) -> str:
+    return " / ".join(_mean([r["by_depth"][k][metric] for r in rows if k in r.get("by_depth", {})]) for k in keys)
+
+
 def by_variant(runs: list[dict[str, Any]], depths: tuple[int, ...]) -> str:
     """Markdown: per variant and contestant, means over its seeds, and how many runs meet the whole goal."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -101,12 +105,10 @@ def by_variant(runs: list[dict[str, Any]], depths: tuple[int, ...]) -> str:
     lines = [f"| variant | contestant | seeds | adoption @{dl} | leakage @{dl} | retention | stop | loop | "
              "runs meeting the goal |", "|---" * 9 + "|"]
     for (variant, contestant), rows in groups.items():
-        def per_depth(metric: str, rows: list[dict[str, Any]] = rows) -> str:
-            return " / ".join(_mean([r["by_depth"][k][metric] for r in rows if k in r.get("by_depth", {})])
-                              for k in keys)
         retention = [r["skill_retention"] for r in rows if r.get("skill_retention") is not None]
         met = sum(not run_misses(r) for r in rows)
-        lines.append(f"| {variant} | {contestant} | {len(rows)} | {per_depth('adoption')} | {per_depth('leakage')} | "
+        lines.append(f"| {variant} | {contestant} | {len(rows)} | {_mean_per_depth(rows, 'adoption', keys)} | "
+                     f"{_mean_per_depth(rows, 'leakage', keys)} | "
                      f"{_mean(retention)} | {_mean([r['stop_rate'] for r in rows])} | "
                      f"{sum(r['loop_rate'] for r in rows) / len(rows):.3f} | {met} of {len(rows)} |")
     lines.append("")

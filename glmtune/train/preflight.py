@@ -27,6 +27,9 @@ def preflight(config: GlmtuneConfig) -> None:
     if config.identity.unlikelihood not in ("auto", 0) and not config.identity.name:
         raise ConfigError("identity.unlikelihood: a weight needs identity.name (the old identity is unlearned only "
                           "when a new one is declared)")
+    if config.identity.spelling_weight not in ("auto", 0) and not config.identity.name:
+        raise ConfigError("identity.spelling_weight: a weight needs identity.name (it weighs the tokens of the "
+                          "declared name and author)")
     if config.training.base_anchor not in ("auto", 0) and config.peft.method not in ("lora", "ptuning"):
         raise ConfigError(f"training.base_anchor: needs an adapter (peft.method lora or ptuning); "
                           f"{config.peft.method} fine-tuning keeps no base model to anchor to")
