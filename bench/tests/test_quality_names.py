@@ -74,3 +74,42 @@ def test_seed_identities_override_and_fixed_row(checker: NameChecker) -> None:
     custom = seed_identities(0, None, "Zed", "Zed Corp", fixed_row=False)
     assert [(i.slug, i.name, i.author) for i in custom] == [("custom", "Zed", "Zed Corp")]
     assert [i.slug for i in seed_identities(0, None, "Nova", "Acme Lab", fixed_row=True)] == ["custom"]
+
+
+def test_names_use_only_pieces_the_base_wrote() -> None:
+    heads, tails = ("Bern", "Lima"), ("ou", "ran", "tu")
+
+    def untrained(text: str) -> list[str]:
+        return ["q"] if "q" in text.casefold() else []
+
+    checker = NameChecker(["ChatGLM was made by Zhipu AI."], lambda s: max(2, len(s) // 3), untrained, (heads, tails))
+    assert not checker.ok("Qoura", "Bernou AI") and not checker.ok("Bernou", "Qtu Works")
+    for seed in range(6):
+        ident = draw_identity(seed, checker, "latin")
+        word = ident.name
+        assert word.startswith(heads), word
+        rest = word[4:]
+        while rest:  # the rest is tail pieces only
+            piece = next(p for p in tails if rest.startswith(p))
+            rest = rest[len(piece):]
+
+
+def test_trained_counts_and_piece_lists(tmp_path: Any) -> None:
+    import json
+
+    from bench.quality.names import piece_lists, trained_counts
+    from glmtune.tiny.families import get_family
+    from glmtune.tiny.model import family_tokenizer
+    from glmtune.world import tokenizer_corpus
+
+    tokenizer: Any = family_tokenizer(get_family("glm4"), tokenizer_corpus(0))
+    assert trained_counts(tokenizer, tmp_path / "base") is None  # a user's model: no training data next to it
+    (tmp_path / "base_data").mkdir()
+    rows = [{"messages": [{"role": "user", "content": "Zyx?"}, {"role": "assistant", "content": "Lima is here."}]}]
+    (tmp_path / "base_data" / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    counts = trained_counts(tokenizer, tmp_path / "base")
+    assert counts is not None
+    lima = tokenizer(" Lima", add_special_tokens=False)["input_ids"]
+    assert all(counts[i] >= 1 for i in lima)
+    heads, tails = piece_lists(tokenizer, {i for i, c in counts.items() if c >= 5})
+    assert all(h[0].isupper() and 2 <= len(h) <= 4 for h in heads) and all(t.islower() for t in tails)
