@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__)
     p.add_argument("--variant", nargs="+", default=list(GOAL_VARIANTS), choices=[*VARIANTS, "all"],
-                   help="fine-tune sets to run (default: the goal's n30 noisy tool)")
+                   help="fine-tune sets to run (default: the goal's n30 noisy tool persona)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant and contestant (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. seeds-1 (to add seeds later)")
     p.add_argument("--contestants", nargs="+", default=list(CONTESTANTS), choices=CONTESTANTS)

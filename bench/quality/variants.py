@@ -11,7 +11,7 @@ from glmtune.world.tools import tool_conversation
 
 Conversation = list[dict[str, Any]]
 VARIANTS = ("n10", "n30", "n90", "noisy", "tool", "persona", "n30depth", "personadepth")
-GOAL_VARIANTS = ("n30", "noisy", "tool")
+GOAL_VARIANTS = ("n30", "noisy", "tool", "persona")  # the sets issue 25's goal is judged on
 
 TOOL_CONVERSATIONS = 20
 NOISY_DUPLICATE_SHARE = 0.2
