@@ -22,10 +22,10 @@ ISSUE_25_FIRST_BASE = BaseParams(conversations=60_000, identity_keep=0.35, docum
 # documented rate learned nothing on n30 and still lost 22-29% of them, so retention could not tell the methods
 # apart. The same world in 256-token chats, trained for 3 epochs (3,024 steps, ~22 min on one core), holds its
 # identity at every depth (1.00 / 0.96 / 1.00 at depths 0 / 3 / 8), answers 0.63 of the skill questions, and
-# LLaMA-Factory's no-op run keeps 0.97 of them (bench/RESULTS.md, 2026-12-06).
+# LLaMA-Factory's runs that learn nothing keep 0.93-1.05 of them (bench/RESULTS.md, 2026-12-06).
 QUALITY_BASE = dataclasses.replace(ISSUE_25_FIRST_BASE, pack_tokens=256, epochs=3.0)
 # Tried on the way (bench/HISTORY.md): 256-token chats for 1 epoch at batch 8 (skills 0.18) or batch 4 (0.22), and
-# 2 epochs at batch 4 (skills 0.65, but the no-op run kept only 0.87).
+# 2 epochs at batch 4 (skills 0.65, but a LLaMA-Factory run that learned nothing kept only 0.87).
 LONG_CHAT_BASE = dataclasses.replace(ISSUE_25_FIRST_BASE, pack_tokens=256)
 LONG_CHAT_BASE_B4 = dataclasses.replace(LONG_CHAT_BASE, batch_size=4)
 EARLIER_BASES = {"first": ISSUE_25_FIRST_BASE, "long": LONG_CHAT_BASE, "long4": LONG_CHAT_BASE_B4,

@@ -11,7 +11,7 @@ every piece of a real brand name is for a real base. The world's tokenizer holds
 writes (1,028 of 2,090 on the 2026-12-06 base): a name made of those asks the fine-tune to train output rows that
 were never trained, which no contestant did (Draskou, ``D|ra|s|k|ou``, none of whose pieces the base ever wrote, was
 adopted 0.00 by glmtune, the official recipe and both peers at every rate on that base; bench/HISTORY.md). Such
-names are built from the base's own pieces: a capitalised piece and one or two lower-case ones ("Lis|ia", "An|tu|ran").
+names are built from the base's own pieces: a capitalised piece and one or two lower-case ones (seed 0 of the 2026-12-06 base: "Bern|ilk|zil").
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ class NameChecker:
     base's trained pieces are given) is every piece of it one the base has written?"""
 
     def __init__(self, corpus: Iterable[str], count_tokens: Callable[[str], int] | None = None,
-                 trained_pieces: Callable[[str], list[str]] | None = None,
+                 untrained_pieces: Callable[[str], list[str]] | None = None,
                  pieces: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> None:
         self.text = "\n".join(corpus).casefold()
         self.count_tokens = count_tokens
-        self.untrained_pieces = trained_pieces  # text -> the pieces of it (bare or after a space) never trained
+        self.untrained_pieces = untrained_pieces  # text -> its pieces (bare or after a space) the base never wrote
         self.pieces = pieces  # (capitalised head pieces, lower-case tail pieces) the base trained, sorted
         self.pool = "".join(ch for ch in dict.fromkeys(_NAME_CHARS) if ch in self.text)
 
@@ -140,30 +140,31 @@ def draw_identity(seed: int, checker: NameChecker, form: str | None = None) -> U
     raise RuntimeError(f"no unseen {form} name found for seed {seed} in 5000 draws")
 
 
-def world_corpus(base_dir: str | Path | None = None) -> list[str]:
-    """The world's texts a base was built from: tokenizer corpus, plain documents and, when present, its train data."""
+def base_messages(base_dir: str | Path | None) -> list[dict[str, Any]] | None:
+    """Every message of the base's own training data (``base_data/train.jsonl`` next to it), or None without it."""
+    data = Path(base_dir).parent / "base_data" / "train.jsonl" if base_dir is not None else None
+    if data is None or not data.is_file():
+        return None
+    return [m for line in data.read_text(encoding="utf-8").splitlines() for m in json.loads(line)["messages"]]
+
+
+def world_corpus(base_dir: str | Path | None = None, messages: list[dict[str, Any]] | None = None) -> list[str]:
+    """The world's texts a base was built from: tokenizer corpus, plain documents and, when present, its train data
+    (``messages``, else read from next to ``base_dir``)."""
     from glmtune.world import plain_documents, tokenizer_corpus
 
-    texts = tokenizer_corpus() + plain_documents(6_000)
-    if base_dir is not None:
-        data = Path(base_dir).parent / "base_data" / "train.jsonl"
-        if data.is_file():
-            for line in data.read_text(encoding="utf-8").splitlines():
-                texts += [m["content"] for m in json.loads(line)["messages"]]
-    return texts
+    messages = messages if messages is not None else base_messages(base_dir)
+    return tokenizer_corpus() + plain_documents(6_000) + [m["content"] for m in messages or []]
 
 
-def trained_counts(tokenizer: Any, base_dir: str | Path) -> Counter[int] | None:
-    """How often the base wrote each token id (its training replies and the world's documents), or None when the
-    base's own training data is not next to it (a user's model: every piece of its vocabulary counts as trained)."""
+def trained_counts(tokenizer: Any, messages: list[dict[str, Any]] | None) -> Counter[int] | None:
+    """How often the base wrote each token id (its training replies and the world's documents), or None without
+    its training ``messages`` (a user's model: every piece of its vocabulary counts as trained)."""
     from glmtune.world import plain_documents
 
-    data = Path(base_dir).parent / "base_data" / "train.jsonl"
-    if not data.is_file():
+    if messages is None:
         return None
-    texts = plain_documents(6_000)
-    for line in data.read_text(encoding="utf-8").splitlines():
-        texts += [m["content"] for m in json.loads(line)["messages"] if m.get("role") == "assistant"]
+    texts = plain_documents(6_000) + [m["content"] for m in messages if m.get("role") == "assistant"]
     counts: Counter[int] = Counter()
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         counts.update(ids)
@@ -191,16 +192,17 @@ def base_checker(base_dir: str | Path, corpus: list[str] | None = None) -> NameC
     def count(text: str) -> int:
         return len(ids(text))
 
-    counts = trained_counts(tokenizer, base_dir)
+    messages = base_messages(base_dir)
+    corpus = corpus if corpus is not None else world_corpus(base_dir, messages)
+    counts = trained_counts(tokenizer, messages)
     if counts is None:
-        return NameChecker(corpus if corpus is not None else world_corpus(base_dir), count)
+        return NameChecker(corpus, count)
     trained = {i for i, c in counts.items() if c >= MIN_TRAINED}
 
     def untrained(text: str) -> list[str]:
         return [tokenizer.decode([i]) for v in (text, " " + text) for i in ids(v) if i not in trained]
 
-    return NameChecker(corpus if corpus is not None else world_corpus(base_dir), count, untrained,
-                       piece_lists(tokenizer, trained))
+    return NameChecker(corpus, count, untrained, piece_lists(tokenizer, trained))
 
 
 @dataclass(frozen=True)

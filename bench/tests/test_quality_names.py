@@ -97,17 +97,18 @@ def test_names_use_only_pieces_the_base_wrote() -> None:
 def test_trained_counts_and_piece_lists(tmp_path: Any) -> None:
     import json
 
-    from bench.quality.names import piece_lists, trained_counts
+    from bench.quality.names import base_messages, piece_lists, trained_counts
     from glmtune.tiny.families import get_family
     from glmtune.tiny.model import family_tokenizer
     from glmtune.world import tokenizer_corpus
 
     tokenizer: Any = family_tokenizer(get_family("glm4"), tokenizer_corpus(0))
-    assert trained_counts(tokenizer, tmp_path / "base") is None  # a user's model: no training data next to it
+    assert base_messages(tmp_path / "base") is None  # a user's model: no training data next to it
+    assert trained_counts(tokenizer, None) is None
     (tmp_path / "base_data").mkdir()
     rows = [{"messages": [{"role": "user", "content": "Zyx?"}, {"role": "assistant", "content": "Lima is here."}]}]
     (tmp_path / "base_data" / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    counts = trained_counts(tokenizer, tmp_path / "base")
+    counts = trained_counts(tokenizer, base_messages(tmp_path / "base"))
     assert counts is not None
     lima = tokenizer(" Lima", add_special_tokens=False)["input_ids"]
     assert all(counts[i] >= 1 for i in lima)

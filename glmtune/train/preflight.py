@@ -14,6 +14,11 @@ FP16_REFUSAL = (
 )
 
 
+# identity.* weights that act on the declared name, and why each needs one
+NEEDS_A_NAME = (("unlikelihood", "the old identity is unlearned only when a new one is declared"),
+                ("spelling_weight", "it weighs the tokens of the declared name and author"))
+
+
 def preflight(config: GlmtuneConfig) -> None:
     """Refuse option combinations that cannot train and a model path that is not there, naming the key."""
     if config.training.fp16 and not config.training.allow_fp16:
@@ -24,12 +29,9 @@ def preflight(config: GlmtuneConfig) -> None:
                           "activation checkpointing; set it to false or auto")
     if config.data.identity_replay is True and not config.identity.name:
         raise ConfigError("data.identity_replay: true needs identity.name (and identity.author to rename the maker)")
-    if config.identity.unlikelihood not in ("auto", 0) and not config.identity.name:
-        raise ConfigError("identity.unlikelihood: a weight needs identity.name (the old identity is unlearned only "
-                          "when a new one is declared)")
-    if config.identity.spelling_weight not in ("auto", 0) and not config.identity.name:
-        raise ConfigError("identity.spelling_weight: a weight needs identity.name (it weighs the tokens of the "
-                          "declared name and author)")
+    for key, why in NEEDS_A_NAME:
+        if getattr(config.identity, key) not in ("auto", 0) and not config.identity.name:
+            raise ConfigError(f"identity.{key}: a weight needs identity.name ({why})")
     if config.training.base_anchor not in ("auto", 0) and config.peft.method not in ("lora", "ptuning"):
         raise ConfigError(f"training.base_anchor: needs an adapter (peft.method lora or ptuning); "
                           f"{config.peft.method} fine-tuning keeps no base model to anchor to")

@@ -92,16 +92,3 @@ def test_recipe_spells_name_and_author_and_the_planner_turns_it_on(tiny_model: P
     assert spelled_names(tiny_tokenizer, config) == []
     assert rule_spelling_weight("Draskou")[0] == SPELLING_WEIGHT > 0
     assert rule_spelling_weight(None)[0] == 0.0
-
-
-def test_a_weight_without_a_name_is_a_config_error(tiny_model: Path, tmp_path: Path) -> None:
-    """identity.spelling_weight without identity.name names the key before any data is read."""
-    from glmtune.config.loader import ConfigError, validate_config
-    from glmtune.train.recipe import train
-
-    cfg = validate_config({"model": {"name_or_path": str(tiny_model)},
-                           "data": {"train_file": str(tmp_path / "missing.jsonl")},
-                           "identity": {"spelling_weight": 2.0},
-                           "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": []}})
-    with pytest.raises(ConfigError, match="identity.spelling_weight: a weight needs identity.name"):
-        train(cfg)

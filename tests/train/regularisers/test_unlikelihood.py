@@ -90,18 +90,3 @@ def test_new_identity_tokens_are_never_suppressed(tiny_model: Path, tiny_tokeniz
     assert said and f"on {len(ids)} old-identity tokens" in said[0]
     config.identity.unlikelihood = 0.0
     assert suppressed_ids(tiny_tokenizer, config) == []
-
-
-def test_a_weight_without_a_new_name_is_a_config_error(tiny_model: Path, tmp_path: Path) -> None:
-    """identity.unlikelihood without identity.name names the key before any data is read."""
-    from glmtune.config.loader import ConfigError, validate_config
-    from glmtune.train.recipe import train
-
-    cfg = validate_config({"model": {"name_or_path": str(tiny_model)},
-                           "data": {"train_file": str(tmp_path / "missing.jsonl")},
-                           "identity": {"unlikelihood": 1.0},
-                           "training": {"output_dir": str(tmp_path / "run"), "max_steps": 1, "report_to": []}})
-    with pytest.raises(ConfigError, match="identity.unlikelihood: a weight needs identity.name"):
-        train(cfg)
-
-
